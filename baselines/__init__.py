@@ -1,0 +1,1 @@
+"""Baselines on the FlowPRO data-collection protocol: DAgger, DAgger-Buffered, pi0.6*, TPO."""

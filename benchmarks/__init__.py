@@ -1,0 +1,1 @@
+"""Benchmark runner, evaluation, statistics, reports and performance scripts."""

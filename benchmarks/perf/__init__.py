@@ -1,0 +1,1 @@
+"""Performance benchmarks; outputs are committed to results/perf/."""

@@ -1,0 +1,87 @@
+"""Rotation helpers and the 20-dim end-effector action layout (SPEC §2).
+
+Per arm a pose row is ``[x, y, z, r6 (6), gripper]``: position in metres (world frame in
+simulation), ``r6 = concat(R[:, 0], R[:, 1])`` (Zhou et al. 2019) and a gripper scalar
+with 1 = open, 0 = closed. The left arm fills columns 0-9, the right arm 10-19.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ARM_DIM = 10
+ACTION_DIM = 2 * ARM_DIM
+ARMS = ("left", "right")
+POS = slice(0, 3)
+ROT6 = slice(3, 9)
+GRIP = 9
+
+
+def arm_slice(arm: str) -> slice:
+    """Columns of one arm inside a 20-dim pose row."""
+    i = ARMS.index(arm)
+    return slice(i * ARM_DIM, (i + 1) * ARM_DIM)
+
+
+def matrix_to_r6(R: np.ndarray) -> np.ndarray:
+    """First two columns of rotation matrices, ``(..., 3, 3) -> (..., 6)``."""
+    R = np.asarray(R, dtype=np.float64)
+    return np.concatenate([R[..., :, 0], R[..., :, 1]], axis=-1)
+
+
+def r6_to_matrix(r6: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt of the 6D representation back to a rotation matrix, ``(..., 6) -> (..., 3, 3)``.
+
+    Raises ``ValueError`` when the two columns are (nearly) parallel or zero, since no rotation
+    is defined then.
+    """
+    r6 = np.asarray(r6, dtype=np.float64)
+    a, b = r6[..., 0:3], r6[..., 3:6]
+    na = np.linalg.norm(a, axis=-1, keepdims=True)
+    if np.any(na < 1e-9):
+        raise ValueError("6D rotation has a zero first column")
+    x = a / na
+    b = b - np.sum(x * b, axis=-1, keepdims=True) * x
+    nb = np.linalg.norm(b, axis=-1, keepdims=True)
+    if np.any(nb < 1e-9):
+        raise ValueError("6D rotation columns are parallel")
+    y = b / nb
+    z = np.cross(x, y)
+    return np.stack([x, y, z], axis=-1)
+
+
+def geodesic_angle(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
+    """Rotation angle (rad) of ``R1^T R2``, batched over leading dims."""
+    R = np.swapaxes(R1, -1, -2) @ R2
+    c = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.arccos(np.clip(c, -1.0, 1.0))
+
+
+def rot_x(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def rot_z(a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def matrix_to_quat(R: np.ndarray) -> np.ndarray:
+    """Rotation matrix to a unit quaternion ``(w, x, y, z)`` (MuJoCo order), w >= 0."""
+    import mujoco
+
+    q = np.empty(4)
+    mujoco.mju_mat2Quat(q, np.ascontiguousarray(R, dtype=np.float64).reshape(9))
+    return q if q[0] >= 0 else -q
+
+
+def pose_row(pos_l, R_l, grip_l, pos_r, R_r, grip_r) -> np.ndarray:
+    """Assemble one 20-dim pose row from per-arm position, rotation matrix and gripper."""
+    row = np.empty(ACTION_DIM)
+    for arm, p, R, g in (("left", pos_l, R_l, grip_l), ("right", pos_r, R_r, grip_r)):
+        s = arm_slice(arm)
+        row[s][POS] = p
+        row[s][ROT6] = matrix_to_r6(R)
+        row[s][GRIP] = g
+    return row

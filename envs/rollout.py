@@ -1,0 +1,133 @@
+"""The backend-agnostic robot interface and the one rollout loop everything downstream uses.
+
+A backend is anything that can ``reset``, ``observe``, ``act`` (one control step) and
+``close``; simulated backends also ``snapshot``/``restore``. :class:`envs.env.XTrainerEnv`
+implements it in simulation and ``hardware/`` implements it on the real X-Trainer, so
+evaluation, data collection and the operator code never ask which one they drive.
+
+Policies act in chunks (SPEC §2): the loop asks for an ``H``-step chunk, executes its first
+``n_action_steps`` actions and re-plans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Backend(Protocol):
+    task_description: str
+    control_dt: float
+    time_limit_s: float
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start an episode; returns (observation, info)."""
+        ...
+
+    def observe(self) -> dict[str, Any]: ...
+
+    def act(self, action: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Execute one control step; returns (observation, info) with at least ``is_success``,
+        ``completion_time_s``, ``failures``, ``terminal_failure`` (a kind or None) and ``time_s``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class RollbackBackend(Backend, Protocol):
+    """A backend whose whole state can be captured and put back (simulation)."""
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, snapshot: Any) -> dict[str, Any]: ...
+
+
+class ChunkPolicy(Protocol):
+    def reset(self) -> None: ...
+
+    def predict_chunk(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        """An ``(H, action_dim)`` chunk of absolute actions for the current observation."""
+        ...
+
+
+@dataclass
+class StepRecord:
+    obs: dict[str, Any]
+    action: np.ndarray
+    info: dict[str, Any]
+
+
+@dataclass
+class EpisodeResult:
+    seed: int | None
+    success: bool
+    completion_time_s: float | None
+    steps: int
+    time_s: float
+    failures_seen: list[str]
+    terminated_by: str  # "success", "failure:<kind>", "time_limit" or "stopped"
+    initial_state: dict[str, float] = field(default_factory=dict)
+    trajectory: list[StepRecord] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "trajectory"}
+
+
+# A hook sees every executed step and may return "stop" to end the episode early (an operator
+# taking over, a safety monitor).
+StepHook = Callable[[Backend, StepRecord], "str | None"]
+
+
+def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, options: dict | None = None,
+            n_action_steps: int = 15, record: bool = False, hook: StepHook | None = None) -> EpisodeResult:
+    """Run one closed-loop episode with chunked execution (re-plan every ``n_action_steps``)."""
+    if n_action_steps < 1:
+        raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
+    obs, info = backend.reset(seed=seed, options=options)
+    policy.reset()
+    trajectory: list[StepRecord] = []
+    steps, terminated_by = 0, "time_limit"
+    queue: list[np.ndarray] = []
+    initial_state = dict(getattr(backend, "initial_state", {}) or {})
+    while info["time_s"] < backend.time_limit_s - 1e-9:
+        if not queue:
+            chunk = np.asarray(policy.predict_chunk(obs, backend.task_description))
+            queue = list(chunk[:n_action_steps])
+        action = queue.pop(0)
+        prev_obs = obs
+        obs, info = backend.act(action)
+        steps += 1
+        step = StepRecord(prev_obs, np.asarray(action), info)
+        if record:
+            trajectory.append(step)
+        if info["is_success"]:
+            terminated_by = "success"
+            break
+        if info.get("terminal_failure"):
+            terminated_by = f"failure:{info['terminal_failure']}"
+            break
+        if hook is not None and hook(backend, step) == "stop":
+            terminated_by = "stopped"
+            break
+    return EpisodeResult(seed=seed, success=bool(info["is_success"]), completion_time_s=info["completion_time_s"],
+                         steps=steps, time_s=info["time_s"], failures_seen=list(info.get("failures_seen", [])),
+                         terminated_by=terminated_by, initial_state=initial_state, trajectory=trajectory)
+
+
+class ExpertPolicy:
+    """Wraps a task's scripted expert as a one-step chunk policy (for demos and tests)."""
+
+    def __init__(self, env, seed: int = 0):
+        self.env = env
+        self.expert = env.task.make_expert()
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        self.expert.reset(self.env, self.rng)
+
+    def predict_chunk(self, obs, instruction) -> np.ndarray:
+        return self.expert.act(self.env)[None]

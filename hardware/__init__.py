@@ -1,0 +1,1 @@
+"""The real Dobot X-Trainer backend (--backend real) and its loopback emulator."""
