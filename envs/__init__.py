@@ -9,6 +9,9 @@ import os
 
 # Headless rendering by default (SPEC §9); must be set before mujoco is first imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
+# Mesa's llvmpipe: rasterising small images in the calling thread is ~20 % faster than its
+# worker threads (measured at 3 x 96x96), and leaves the other core to a parallel rollout.
+os.environ.setdefault("LP_NUM_THREADS", "0")
 
 import gymnasium as gym  # noqa: E402
 

@@ -3,7 +3,8 @@
 Observations follow the gym-aloha / LeRobot convention: ``pixels`` (one image per camera)
 and ``agent_pos`` (the measured 20-dim end-effector pose, same layout as the action), plus
 ``joint_pos`` in the X-Trainer's 14-D format; ``obs_mode="state"`` drops the images and adds
-``environment_state`` (privileged object poses). The instruction is ``env.task_description``.
+``environment_state`` (privileged object poses; ``privileged_obs=True`` adds it to image
+observations too, for recorders). The instruction is ``env.task_description``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class XTrainerEnv(gym.Env):
 
     def __init__(self, task: str = "reach", obs_mode: str = "rgb", image_size: tuple[int, int] = (96, 96),
                  action_mode: str = "ee", split: str = "id", control_hz: float = 30.0, arm: str = "nova2",
-                 time_limit_s: float | None = None, render_mode: str | None = "rgb_array"):
+                 time_limit_s: float | None = None, render_mode: str | None = "rgb_array",
+                 privileged_obs: bool | None = None):
         if obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {obs_mode!r}; valid: {', '.join(OBS_MODES)}")
         if action_mode not in ACTION_MODES:
@@ -51,6 +53,9 @@ class XTrainerEnv(gym.Env):
         self.task = get_task(task)
         self.split = check_split(split)
         self.obs_mode, self.action_mode, self.render_mode = obs_mode, action_mode, render_mode
+        # Privileged object poses in the observation: always in state mode, on request with images
+        # (recorders store them beside the images; vision policies do not read them).
+        self.privileged_obs = obs_mode == "state" if privileged_obs is None else privileged_obs
         self.image_size = tuple(image_size)  # (height, width)
         h, w = self.image_size
         self.cfg = BenchConfig(arm=arm, control_hz=control_hz, max_render_size=(max(w, 640), max(h, 480)))
@@ -58,7 +63,7 @@ class XTrainerEnv(gym.Env):
         self.model = mujoco.MjModel.from_xml_string(self.xml)
         self.data = mujoco.MjData(self.model)
         self.fingerprint = fingerprint(self.xml)
-        self.task.bind(self.model)
+        self.task.bind(self.model, 1.0 / control_hz)
         self.task_description = self.task.instruction
         self.time_limit_s = time_limit_s if time_limit_s is not None else self.task.time_limit_s
         self.control_dt = 1.0 / control_hz
@@ -93,7 +98,7 @@ class XTrainerEnv(gym.Env):
         if obs_mode == "rgb":
             spaces["pixels"] = gym.spaces.Dict(
                 {c: gym.spaces.Box(0, 255, (h, w, 3), dtype=np.uint8) for c in CAMERAS})
-        else:
+        if self.privileged_obs:
             n = self.task.privileged_state(self.data).shape[0]
             spaces["environment_state"] = gym.spaces.Box(-np.inf, np.inf, (n,), dtype=np.float64)
         self.observation_space = gym.spaces.Dict(spaces)
@@ -277,7 +282,7 @@ class XTrainerEnv(gym.Env):
         obs: dict[str, Any] = {"agent_pos": self.ee_pose(), "joint_pos": self.joint_pos()}
         if self.obs_mode == "rgb":
             obs["pixels"] = {c: self.render_camera(c) for c in CAMERAS}
-        else:
+        if self.privileged_obs:
             obs["environment_state"] = self.task.privileged_state(self.data)
         return obs
 

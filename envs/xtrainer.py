@@ -187,7 +187,7 @@ def build_xml(cfg: BenchConfig = BenchConfig(), scene: SceneFragment | None = No
   <default>
     <default class="arm"><geom rgba="0.85 0.86 0.88 1" density="600"/></default>
     <default class="grip"><geom rgba="0.2 0.2 0.22 1" density="400"/></default>
-    <default class="pad"><geom rgba="0.1 0.1 0.1 1" friction="1.5 0.02 0.002" density="400" {_OBJECT_CONTACT}/></default>
+    <default class="pad"><geom rgba="0.1 0.1 0.1 1" condim="4" friction="1.5 0.02 0.002" density="400" {_OBJECT_CONTACT}/></default>
     <default class="arm_joint"><joint type="hinge" axis="0 0 1" damping="2" armature="0.05"/></default>
     <default class="finger"><joint damping="5" armature="0.01"/></default>
     <default class="servo_big"><position kp="2500" dampratio="1" forcerange="-200 200"/></default>

@@ -81,11 +81,14 @@ def main() -> None:
         "snapshot_us": round(snap_s * 1e6, 2),
         "restore_us": round(restore_s * 1e6, 2),
         "snapshot_physics_bytes": int(mujoco.mj_stateSize(rgb.model, mujoco.mjtState.mjSTATE_INTEGRATION) * 8),
+        "snapshot_pct_of_rgb_step": round(100 * snap_s / step_rgb_s, 3),
+        "snapshot_pct_of_state_step": round(100 * snap_s * sps_state, 3),
         "snapshot_plus_restore_pct_of_rgb_step": round(100 * (snap_s + restore_s) / step_rgb_s, 3),
         "snapshot_plus_restore_pct_of_state_step": round(100 * (snap_s + restore_s) * sps_state, 3),
         "targets": {"rgb_x_realtime": 3.0, "state_x_realtime": 10.0, "snapshot_plus_restore_pct": 1.0},
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "mujoco": mujoco.__version__, "MUJOCO_GL": os.environ.get("MUJOCO_GL")},
+                    "mujoco": mujoco.__version__, "MUJOCO_GL": os.environ.get("MUJOCO_GL"),
+                    "LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS")},
     }
     rgb.close()
     state.close()

@@ -20,6 +20,6 @@ def get_task(name: str) -> Task:
     return TASKS[key]()
 
 
-from envs.tasks import reach  # noqa: E402,F401  (registers)
+from envs.tasks import reach, usb  # noqa: E402,F401  (registers)
 
 __all__ = ["SPLITS", "TASKS", "Expert", "Task", "check_split", "get_task", "register_task"]

@@ -57,8 +57,8 @@ class Task(ABC):
     def scene(self) -> SceneFragment:
         """Objects, assets and contact settings added to the bench."""
 
-    def bind(self, model: mujoco.MjModel) -> None:
-        """Called once with the compiled model (cache ids here)."""
+    def bind(self, model: mujoco.MjModel, control_dt: float) -> None:
+        """Called once with the compiled model and the control period (cache ids here)."""
 
     @abstractmethod
     def sample_initial_state(self, rng: np.random.Generator, split: str) -> dict[str, float]:

@@ -38,7 +38,7 @@ class ReachTask(Task):
             for a in ARMS)
         return SceneFragment(worldbody=bodies)
 
-    def bind(self, model: mujoco.MjModel) -> None:
+    def bind(self, model: mujoco.MjModel, control_dt: float) -> None:
         self._mocap = {a: model.body_mocapid[model.body(f"{a}_target").id] for a in ARMS}
         self._tool = {a: model.site(f"{a}/tool").id for a in ARMS}
 

@@ -1,0 +1,344 @@
+"""USB: the left arm lifts a power strip to a holding pose; the right arm picks a USB lamp
+standing in a pen holder and inserts its plug into the strip's socket (SPEC §11, paper App. H).
+
+Plug and socket are box primitives with sub-millimetre clearance (default 0.3 mm per side),
+stiff contacts and ``margin = 0`` (SPEC §9), so a plug misaligned by more than the clearance
+lands on the bezel instead of sliding in. Everything the expert, the success predicate and the
+failure predicates use is privileged simulator state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from envs.geometry import geodesic_angle
+from envs.tasks import register_task
+from envs.tasks.base import Task, check_split
+from envs.xtrainer import SceneFragment
+
+# --- geometry (metres) -----------------------------------------------------------------
+PLUG_HALF = np.array([0.00225, 0.006, 0.006])  # USB-A: 4.5 x 12 mm section, 12 mm long
+SOCKET_DEPTH = 0.012
+STRIP_HALF = np.array([0.10, 0.025, 0.0175])
+SOCKET_X = 0.06  # socket centre along the strip, in the strip frame
+PAD_HALF = np.array([0.11, 0.04, 0.0125])  # raised marker region the strip rests on
+LAMP_BODY_HALF = np.array([0.009, 0.009, 0.045])
+LAMP_TOP = 2 * PLUG_HALF[2] + 2 * LAMP_BODY_HALF[2]  # lamp frame origin = plug tip
+CUP_INNER_HALF = 0.0125
+CUP_WALL = 0.004
+CUP_HEIGHT = 0.05
+CUP_FLOOR = 0.006
+STIFF = 'solref="0.004 1" solimp="0.99 0.999 0.0001" margin="0" gap="0"'
+
+# --- predicates --------------------------------------------------------------------------
+SEATED_TOL = 0.001  # seated: depth >= SOCKET_DEPTH - 1 mm
+AXIS_TOL_RAD = np.deg2rad(5.0)
+TILTED_ENTRY_RAD = np.deg2rad(2.0)
+STALL_WINDOW_S = 2.0
+STALL_PROGRESS_M = 0.0005
+
+# --- initial-state distributions (world frame; table top at z = 0.75) -------------------
+_ID = {"strip_x": (-0.26, -0.16), "strip_y": (-0.22, -0.10), "strip_yaw": (-0.35, 0.35),
+       "holder_x": (0.16, 0.26), "holder_y": (-0.22, -0.10), "holder_yaw": (-0.6, 0.6)}
+_OOD = {"strip_x": (-0.32, -0.10), "strip_y": (-0.28, -0.04), "strip_yaw": (-0.7, 0.7),
+        "holder_x": (0.10, 0.32), "holder_y": (-0.28, -0.04), "holder_yaw": (-1.2, 1.2)}
+
+FAILURE_KINDS = ("strip_grasp_missed", "lamp_grasp_missed", "strip_slip", "lamp_slip", "strip_dropped",
+                 "lamp_dropped", "bezel_contact", "tilted_entry", "stalled")
+
+
+def _box(name: str, half, pos, extra: str = "") -> str:
+    return (f'<geom name="{name}" type="box" size="{half[0]:.6g} {half[1]:.6g} {half[2]:.6g}" '
+            f'pos="{pos[0]:.6g} {pos[1]:.6g} {pos[2]:.6g}" {extra}/>')
+
+
+def pose_of(data: mujoco.MjData, body_id: int) -> np.ndarray:
+    """4x4 world pose of a body."""
+    return _pose(data.xmat[body_id], data.xpos[body_id])
+
+
+def site_pose(data: mujoco.MjData, site_id: int) -> np.ndarray:
+    """4x4 world pose of a site."""
+    return _pose(data.site_xmat[site_id], data.site_xpos[site_id])
+
+
+def _pose(xmat: np.ndarray, xpos: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = xmat.reshape(3, 3)
+    T[:3, 3] = xpos
+    return T
+
+
+@dataclass(frozen=True)
+class PlugState:
+    """The plug tip in the socket frame (z out of the socket, origin at the mouth centre)."""
+
+    lateral: np.ndarray  # (x, y) offset of the tip from the socket axis
+    depth: float  # how far the tip is below the mouth (negative: above)
+    tilt: float  # angle between plug axis and socket axis
+    yaw: float  # plug yaw about the socket axis, folded to [-pi/2, pi/2) (the plug is symmetric)
+
+
+@register_task
+class UsbTask(Task):
+    name = "usb"
+    title = "USB"
+    instruction = "pick up the power strip and plug the USB lamp into it"
+    time_limit_s = 40.0
+    success_hold_s = 0.5
+    terminal_failures = frozenset({"strip_dropped", "lamp_dropped"})
+
+    def __init__(self, clearance_m: float = 0.0003):
+        if not 0 < clearance_m < 0.003:
+            raise ValueError(f"clearance_m must be in (0, 3 mm), got {clearance_m}")
+        self.clearance = clearance_m
+
+    # ------------------------------------------------------------------ scene
+    def scene(self) -> SceneFragment:
+        c = self.clearance
+        shx, shy = PLUG_HALF[0] + c, PLUG_HALF[1] + c  # socket opening half sizes
+        sx, hx, hy, hz = SOCKET_X, *STRIP_HALF
+        floor_z = hz - SOCKET_DEPTH
+        upper_c, upper_h = (floor_z + hz) / 2, (hz - floor_z) / 2
+        strip_rgba = 'rgba="0.93 0.93 0.9 1"'
+        mate = f'{STIFF} {strip_rgba} contype="1" conaffinity="3" density="300" friction="0.3 0.005 0.0001"'
+        left_len = (sx - shx) - (-hx)
+        right_len = hx - (sx + shx)
+        side_len = hy - shy
+        strip = "\n".join([
+            _box("strip_base", (hx, hy, (floor_z + hz) / 2), (0, 0, (floor_z - hz) / 2), mate),
+            _box("strip_left", (left_len / 2, hy, upper_h), (-hx + left_len / 2, 0, upper_c), mate),
+            _box("strip_right", (right_len / 2, hy, upper_h), (hx - right_len / 2, 0, upper_c), mate),
+            _box("strip_front", (shx, side_len / 2, upper_h), (sx, -hy + side_len / 2, upper_c), mate),
+            _box("strip_back", (shx, side_len / 2, upper_h), (sx, hy - side_len / 2, upper_c), mate),
+            # decorative outlets and switch (no collision)
+            *[_box(f"strip_outlet{i}", (0.008, 0.008, 0.0005), (x, 0, hz), 'rgba="0.2 0.2 0.2 1" contype="0" conaffinity="0" mass="0"')
+              for i, x in enumerate((-0.055, -0.015))],
+            _box("strip_switch", (0.006, 0.01, 0.001), (-0.085, 0, hz), 'rgba="0.85 0.1 0.1 1" contype="0" conaffinity="0" mass="0"'),
+            f'<site name="socket" pos="{sx} 0 {hz}" size="0.002" rgba="0 0.6 1 1" group="3"/>',
+        ])
+        cup_rgba = 'rgba="0.25 0.45 0.75 1"'
+        ci, cw = CUP_INNER_HALF, CUP_WALL
+        wall_h = CUP_HEIGHT / 2
+        cup = "\n".join([
+            _box("holder_floor", (ci + cw, ci + cw, CUP_FLOOR / 2), (0, 0, CUP_FLOOR / 2), cup_rgba),
+            _box("holder_wall_px", (cw / 2, ci + cw, wall_h), (ci + cw / 2, 0, wall_h), cup_rgba),
+            _box("holder_wall_nx", (cw / 2, ci + cw, wall_h), (-ci - cw / 2, 0, wall_h), cup_rgba),
+            _box("holder_wall_py", (ci, cw / 2, wall_h), (0, ci + cw / 2, wall_h), cup_rgba),
+            _box("holder_wall_ny", (ci, cw / 2, wall_h), (0, -ci - cw / 2, wall_h), cup_rgba),
+        ])
+        body_c = 2 * PLUG_HALF[2] + LAMP_BODY_HALF[2]
+        lamp = "\n".join([
+            _box("plug", PLUG_HALF, (0, 0, PLUG_HALF[2]), f'{STIFF} rgba="0.75 0.75 0.78 1" density="2000" friction="0.3 0.005 0.0001"'),
+            _box("lamp_body", LAMP_BODY_HALF, (0, 0, body_c), 'rgba="0.95 0.85 0.2 1" density="400"'),
+            _box("lamp_led", (0.0085, 0.0085, 0.003), (0, 0, LAMP_TOP - 0.003), 'rgba="1 1 0.85 1" contype="0" conaffinity="0" mass="0"'),
+            '<site name="plug_tip" pos="0 0 0" size="0.002" group="3"/>',
+        ])
+        worldbody = f"""
+    <body name="strip_pad" mocap="true" pos="-0.2 -0.15 {0.75 + PAD_HALF[2]}">
+      {_box("strip_pad", PAD_HALF, (0, 0, 0), 'rgba="0.35 0.6 0.35 1"')}
+    </body>
+    <body name="holder" mocap="true" pos="0.2 -0.15 0.75">
+      {cup}
+    </body>
+    <body name="strip" pos="-0.2 -0.15 {0.75 + 2 * PAD_HALF[2] + STRIP_HALF[2]}">
+      <freejoint name="strip"/>
+      {strip}
+    </body>
+    <body name="lamp" pos="0.2 -0.15 {0.75 + CUP_FLOOR}">
+      <freejoint name="lamp"/>
+      {lamp}
+    </body>"""
+        return SceneFragment(worldbody=worldbody)
+
+    def bind(self, model: mujoco.MjModel, control_dt: float) -> None:
+        self.control_dt = control_dt
+        self.table_z = float(model.geom("table").size[2] * 2)
+        self.strip_id, self.lamp_id = model.body("strip").id, model.body("lamp").id
+        self.pad_mocap = model.body_mocapid[model.body("strip_pad").id]
+        self.holder_mocap = model.body_mocapid[model.body("holder").id]
+        self.strip_qadr = model.joint("strip").qposadr[0]
+        self.lamp_qadr = model.joint("lamp").qposadr[0]
+        self.strip_dofadr = model.joint("strip").dofadr[0]
+        self.lamp_dofadr = model.joint("lamp").dofadr[0]
+        self.socket_site, self.plug_site = model.site("socket").id, model.site("plug_tip").id
+        self.plug_geom = model.geom("plug").id
+        geoms_of = lambda body: {g for g in range(model.ngeom) if model.geom_bodyid[g] == body and model.geom_contype[g]}
+        self.strip_geoms = geoms_of(self.strip_id)
+        self.lamp_geoms = geoms_of(self.lamp_id)
+        self.finger_geoms = {a: {model.geom(f"{a}/finger_{f}").id for f in "ab"} for a in ("left", "right")}
+        self.finger_qadr = {a: [model.joint(f"{a}/finger_{f}").qposadr[0] for f in "ab"] for a in ("left", "right")}
+        self.finger_dof = {a: [model.joint(f"{a}/finger_{f}").dofadr[0] for f in "ab"] for a in ("left", "right")}
+        self.finger_act = {a: [model.actuator(f"{a}/finger_{f}").id for f in "ab"] for a in ("left", "right")}
+        self.tool_site = {a: model.site(f"{a}/tool").id for a in ("left", "right")}
+        self.strip_rest_z = self.table_z + 2 * PAD_HALF[2] + STRIP_HALF[2]
+
+    # ------------------------------------------------------------------ initial states
+    def sample_initial_state(self, rng: np.random.Generator, split: str) -> dict[str, float]:
+        ranges = _ID if check_split(split) == "id" else _OOD
+        for _ in range(1000):
+            init = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in ranges.items()}
+            init["lamp_yaw_offset"] = float(rng.uniform(-0.08, 0.08))
+            inside_id = all(_ID[k][0] <= init[k] <= _ID[k][1] for k in ("strip_x", "strip_y", "holder_x", "holder_y"))
+            if split == "id" or not inside_id:  # OOD excludes the ID box
+                return init
+        raise RuntimeError("could not sample an OOD initial state")
+
+    def apply_initial_state(self, model, data, init) -> None:
+        z = self.table_z
+        data.mocap_pos[self.pad_mocap] = [init["strip_x"], init["strip_y"], z + PAD_HALF[2]]
+        data.mocap_quat[self.pad_mocap] = _yaw_quat(init["strip_yaw"])
+        data.mocap_pos[self.holder_mocap] = [init["holder_x"], init["holder_y"], z]
+        data.mocap_quat[self.holder_mocap] = _yaw_quat(init["holder_yaw"])
+        a = self.strip_qadr
+        data.qpos[a:a + 3] = [init["strip_x"], init["strip_y"], self.strip_rest_z]
+        data.qpos[a + 3:a + 7] = _yaw_quat(init["strip_yaw"])
+        a = self.lamp_qadr
+        data.qpos[a:a + 3] = [init["holder_x"], init["holder_y"], z + CUP_FLOOR]
+        data.qpos[a + 3:a + 7] = _yaw_quat(init["holder_yaw"] + init["lamp_yaw_offset"])
+
+    # ------------------------------------------------------------------ privileged queries
+    def socket_pose(self, data: mujoco.MjData) -> np.ndarray:
+        """Socket frame: origin at the mouth centre, z out of the socket."""
+        return site_pose(data, self.socket_site)
+
+    def plug_pose(self, data: mujoco.MjData) -> np.ndarray:
+        """Plug frame: origin at the tip centre, z along the lamp."""
+        return site_pose(data, self.plug_site)
+
+    def plug_state(self, data: mujoco.MjData) -> PlugState:
+        S, P = self.socket_pose(data), self.plug_pose(data)
+        rel_p = S[:3, :3].T @ (P[:3, 3] - S[:3, 3])
+        rel_R = S[:3, :3].T @ P[:3, :3]
+        tilt = float(np.arccos(np.clip(rel_R[2, 2], -1, 1)))
+        yaw = float((np.arctan2(rel_R[1, 0], rel_R[0, 0]) + np.pi / 2) % np.pi - np.pi / 2)
+        return PlugState(lateral=rel_p[:2].copy(), depth=float(-rel_p[2]), tilt=tilt, yaw=yaw)
+
+    def contacts(self, data: mujoco.MjData, geoms_a: set[int], geoms_b: set[int]) -> set[int]:
+        """Geoms of ``geoms_a`` touching any geom of ``geoms_b``."""
+        if data.ncon == 0:
+            return set()
+        pairs = data.contact.geom  # (ncon, 2), fetched once: per-contact attribute access is slow
+        hit = set()
+        for g1, g2 in pairs.tolist():
+            if g1 in geoms_a and g2 in geoms_b:
+                hit.add(g1)
+            elif g2 in geoms_a and g1 in geoms_b:
+                hit.add(g2)
+        return hit
+
+    def held(self, data: mujoco.MjData, arm: str, obj: str) -> bool:
+        """Both fingers of ``arm`` touch the object."""
+        geoms = self.strip_geoms if obj == "strip" else self.lamp_geoms
+        return len(self.contacts(data, self.finger_geoms[arm], geoms)) == 2
+
+    def gripper_opening(self, data: mujoco.MjData, arm: str) -> float:
+        return float(np.mean(data.qpos[self.finger_qadr[arm]]))
+
+    def object_pose(self, data: mujoco.MjData, obj: str) -> np.ndarray:
+        return pose_of(data, self.strip_id if obj == "strip" else self.lamp_id)
+
+    def tool_pose(self, data: mujoco.MjData, arm: str) -> np.ndarray:
+        return site_pose(data, self.tool_site[arm])
+
+    def strip_lifted(self, data: mujoco.MjData) -> bool:
+        return data.xpos[self.strip_id][2] > self.strip_rest_z + 0.02
+
+    def lamp_out_of_holder(self, data: mujoco.MjData) -> bool:
+        return data.xpos[self.lamp_id][2] > self.table_z + CUP_HEIGHT + 0.005
+
+    def _tilt(self, data, body_id) -> float:
+        return float(np.arccos(np.clip(data.xmat[body_id][8], -1, 1)))
+
+    # ------------------------------------------------------------------ task predicates
+    def is_success(self, data) -> bool:
+        ps = self.plug_state(data)
+        return (ps.depth >= SOCKET_DEPTH - SEATED_TOL and ps.tilt <= AXIS_TOL_RAD
+                and bool(np.all(np.abs(ps.lateral) <= self.clearance + 2e-4)))
+
+    def stage(self, data, memo) -> str:
+        ps = self.plug_state(data)
+        if self.is_success(data):
+            return "seated"
+        if ps.depth > 0 and bool(np.all(np.abs(ps.lateral) < 0.002)):
+            return "insert"
+        strip_ok = self.held(data, "left", "strip") and self.strip_lifted(data)
+        lamp_ok = self.held(data, "right", "lamp") and self.lamp_out_of_holder(data)
+        if strip_ok and lamp_ok:
+            return "align"
+        if self.held(data, "left", "strip") or self.held(data, "right", "lamp"):
+            return "lift"
+        return "grasp"
+
+    def new_memo(self) -> dict[str, Any]:
+        return {"step": 0, "grasp_rel": {}, "best_depth": -np.inf, "best_depth_step": 0}
+
+    def failures(self, data, memo) -> list[str]:
+        memo["step"] += 1
+        out: list[str] = []
+        for arm, obj, lifted in (("left", "strip", self.strip_lifted(data)),
+                                 ("right", "lamp", self.lamp_out_of_holder(data))):
+            held = self.held(data, arm, obj)
+            touching = bool(self.contacts(data, self.finger_geoms[arm], self.strip_geoms if obj == "strip" else self.lamp_geoms))
+            if self.gripper_opening(data, arm) < 0.004 and not touching and not lifted:
+                out.append(f"{obj}_grasp_missed")
+            rel = np.linalg.inv(self.tool_pose(data, arm)) @ self.object_pose(data, obj)
+            if held and lifted and obj not in memo["grasp_rel"]:
+                memo["grasp_rel"][obj] = rel
+            if obj in memo["grasp_rel"]:
+                ref = memo["grasp_rel"][obj]
+                moved = np.linalg.norm(rel[:3, 3] - ref[:3, 3]) > 0.01 or geodesic_angle(rel[:3, :3], ref[:3, :3]) > np.deg2rad(10)
+                if moved or not held:
+                    out.append(f"{obj}_slip")
+        if self._strip_dropped(data):
+            out.append("strip_dropped")
+        if self._lamp_dropped(data):
+            out.append("lamp_dropped")
+        ps = self.plug_state(data)
+        on_strip = bool(self.contacts(data, {self.plug_geom}, self.strip_geoms))
+        if on_strip and ps.depth <= 0.0005 and np.any(np.abs(ps.lateral) > self.clearance):
+            out.append("bezel_contact")
+        if 0.0005 < ps.depth < SOCKET_DEPTH - SEATED_TOL and ps.tilt > TILTED_ENTRY_RAD:
+            out.append("tilted_entry")
+        # Stalled: the plug sits at (or in) the socket mouth and its depth has not grown for a while.
+        near_socket = ps.depth > -0.003 and bool(np.all(np.abs(ps.lateral) < 0.004))
+        if not near_socket:
+            memo["best_depth"], memo["best_depth_step"] = -np.inf, memo["step"]
+        elif ps.depth > memo["best_depth"] + STALL_PROGRESS_M:
+            memo["best_depth"], memo["best_depth_step"] = ps.depth, memo["step"]
+        elif not self.is_success(data) and (memo["step"] - memo["best_depth_step"]) * self.control_dt > STALL_WINDOW_S:
+            out.append("stalled")
+        return out
+
+    def _strip_dropped(self, data) -> bool:
+        z = data.xpos[self.strip_id][2]
+        return bool(z < self.strip_rest_z - 0.01 or (self._tilt(data, self.strip_id) > np.deg2rad(45)))
+
+    def _lamp_dropped(self, data) -> bool:
+        lamp_xy = data.xpos[self.lamp_id][:2]
+        in_holder = np.linalg.norm(lamp_xy - data.mocap_pos[self.holder_mocap][:2]) < CUP_INNER_HALF + 0.01
+        low = data.xpos[self.lamp_id][2] < self.table_z + 0.03
+        return bool((not in_holder and low) or self._tilt(data, self.lamp_id) > np.deg2rad(60))
+
+    def privileged_state(self, data) -> np.ndarray:
+        parts = []
+        for qadr in (self.strip_qadr, self.lamp_qadr):
+            parts.append(data.qpos[qadr:qadr + 7])
+        parts.append(data.mocap_pos[self.holder_mocap])
+        parts.append(data.mocap_quat[self.holder_mocap])
+        return np.concatenate(parts)
+
+    def make_expert(self):
+        from envs.tasks.usb_expert import UsbExpert
+
+        return UsbExpert(self)
+
+
+def _yaw_quat(yaw: float) -> np.ndarray:
+    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+
+
