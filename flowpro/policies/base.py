@@ -1,0 +1,205 @@
+"""The policy contract every FlowPRO loss and baseline uses (SPEC §2).
+
+Flow-matching convention of LeRobot/openpi: flow time ``t`` in (0, 1], ``t = 1`` is noise and
+``t = 0`` data; ``x_t = t * eps + (1 - t) * a``; target velocity ``u = eps - a``. A policy
+exposes the per-sample loss for *given* noise and time (paper Eq. 3), so a policy and its
+frozen reference are evaluated with identical draws (SPEC §3).
+
+Batches are dicts of tensors in LeRobot's naming: ``observation.state`` [B, S],
+``observation.images.<cam>`` [B, 3, H, W] in [0, 1], ``observation.environment_state`` [B, E],
+``task`` (list of instruction strings), ``action`` [B, H, A], ``action_is_pad`` [B, H] and,
+optionally, ``condition`` [B] (an extra discrete conditioning input, e.g. pi0.6*'s indicator).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+OBS_STATE = "observation.state"
+OBS_ENV = "observation.environment_state"
+ACTION = "action"
+ACTION_PAD = "action_is_pad"
+CONDITION = "condition"
+
+
+def image_key(camera: str) -> str:
+    return f"observation.images.{camera}"
+
+
+@dataclass
+class PolicyConfig:
+    """Settings shared by every policy; subclasses add their architecture."""
+
+    type: str = "base"
+    chunk_size: int = 30  # H: 1 s at 30 Hz
+    n_action_steps: int = 15  # executed before re-planning
+    action_dim: int = 20
+    state_dim: int = 20
+    env_state_dim: int = 0  # > 0: the policy reads privileged object poses (state-only runs)
+    cameras: tuple[str, ...] = ("top", "left_wrist", "right_wrist")
+    image_size: tuple[int, int] = (96, 96)
+    time_sampling: str = "beta"  # "beta": Beta(1.5, 1) * 0.999 + 0.001 (pi0); "uniform"
+    num_inference_steps: int = 10
+    num_conditions: int = 0  # > 0 adds a learned embedding of batch["condition"] in [0, num_conditions)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.time_sampling not in ("beta", "uniform"):
+            raise ValueError(f"time_sampling must be 'beta' or 'uniform', got {self.time_sampling!r}")
+        if not 1 <= self.n_action_steps <= self.chunk_size:
+            raise ValueError(f"n_action_steps must be in [1, chunk_size={self.chunk_size}], got {self.n_action_steps}")
+
+
+class Normalizer(nn.Module):
+    """Mean/std normalisation whose statistics travel with the checkpoint."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, x: Tensor) -> Tensor:
+        return x * self.std + self.mean
+
+
+class FlowPolicy(nn.Module, ABC):
+    """A flow-matching action-chunk policy.
+
+    Subclasses implement :meth:`encode` (observation -> reusable encoding) and
+    :meth:`velocity` (encoding, noisy chunk, flow time -> velocity); everything else —
+    noise/time sampling, the masked per-sample loss, Euler sampling, normalisation, save and
+    load — is shared here, so all policies honour the same contract.
+    """
+
+    config_class: type[PolicyConfig] = PolicyConfig
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.state_norm = Normalizer(config.state_dim)
+        self.action_norm = Normalizer(config.action_dim)
+        self.env_norm = Normalizer(max(config.env_state_dim, 1))
+
+    # ------------------------------------------------------------------ to implement
+    @abstractmethod
+    def encode(self, batch: dict[str, Any]) -> Any:
+        """Encode the observation once; the result is reused for every chunk of that state."""
+
+    @abstractmethod
+    def velocity(self, encoding: Any, x_t: Tensor, t: Tensor, condition: Tensor | None = None) -> Tensor:
+        """Predicted velocity ``v(x_t, t | s)`` for normalised noisy chunks ``x_t`` [B, H, A]."""
+
+    # ------------------------------------------------------------------ draws
+    def sample_noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        c = self.config
+        return torch.randn(batch_size, c.chunk_size, c.action_dim, generator=generator, device=self.device)
+
+    def sample_time(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        if self.config.time_sampling == "uniform":
+            u = torch.rand(batch_size, generator=generator, device=self.device)
+        else:  # Beta(1.5, 1) by inverse CDF (F(x) = x^1.5), so a torch.Generator controls it
+            u = torch.rand(batch_size, generator=generator, device=self.device) ** (1 / 1.5)
+        return u * 0.999 + 0.001
+
+    # ------------------------------------------------------------------ loss (paper Eq. 3)
+    def per_sample_loss(self, batch: dict[str, Any], noise: Tensor, time: Tensor, encoding: Any = None) -> Tensor:
+        """Masked per-sample flow-matching loss ``mean_(h,d valid) (v - u)^2`` -> [B]."""
+        actions = batch[ACTION]
+        self._check_chunk(actions, "batch['action']")
+        a = self.action_norm(actions)
+        if noise.shape != a.shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, actions {tuple(a.shape)}")
+        t = time.view(-1, 1, 1)
+        x_t = t * noise + (1 - t) * a
+        u = noise - a
+        enc = self.encode(batch) if encoding is None else encoding
+        v = self.velocity(enc, x_t, time, batch.get(CONDITION))
+        err = (v - u) ** 2
+        valid = torch.ones_like(err[..., 0]) if ACTION_PAD not in batch else (~batch[ACTION_PAD]).to(err.dtype)
+        per_step = err.mean(-1)  # all action dims are real here; padded steps are masked below
+        return (per_step * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def sample_actions(self, batch: dict[str, Any], num_steps: int | None = None, noise: Tensor | None = None,
+                       condition: Tensor | None = None) -> Tensor:
+        """Euler integration of the flow from t = 1 (noise) to 0 (data); unnormalised [B, H, A]."""
+        steps = num_steps or self.config.num_inference_steps
+        enc = self.encode(batch)
+        b = batch[OBS_STATE].shape[0]
+        x = self.sample_noise(b) if noise is None else noise
+        cond = batch.get(CONDITION) if condition is None else condition
+        dt = -1.0 / steps
+        for i in range(steps):
+            t = torch.full((b,), 1.0 + i * dt, device=x.device)
+            x = x + dt * self.velocity(enc, x, t, cond)
+        return self.action_norm.inverse(x)
+
+    # ------------------------------------------------------------------ checks, save, load
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_chunk(self, actions: Tensor, what: str) -> None:
+        c = self.config
+        if actions.dim() != 3 or actions.shape[1:] != (c.chunk_size, c.action_dim):
+            raise ValueError(f"{what} has shape {tuple(actions.shape)}; the policy expects "
+                             f"[B, {c.chunk_size}, {c.action_dim}]")
+
+    def set_normalization(self, stats: dict[str, dict[str, Tensor]]) -> None:
+        """Dataset statistics: ``stats[key] = {"mean": ..., "std": ...}`` for state, action, env state."""
+        self.state_norm.set_stats(stats[OBS_STATE]["mean"], stats[OBS_STATE]["std"])
+        self.action_norm.set_stats(stats[ACTION]["mean"], stats[ACTION]["std"])
+        if self.config.env_state_dim:
+            self.env_norm.set_stats(stats[OBS_ENV]["mean"], stats[OBS_ENV]["std"])
+
+    def save(self, directory: str | Path) -> None:
+        """``config.json`` + ``model.safetensors`` (weights and normalisation statistics)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "model.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        (d / "config.json").write_text(json.dumps({"type": self.config.type, **asdict(self.config)}, indent=2))
+        tmp.replace(d / "model.safetensors")
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> FlowPolicy:
+        """Load any registered policy type from ``directory``; other architectures are refused."""
+        from safetensors.torch import load_file
+
+        from flowpro.policies import POLICIES
+
+        d = Path(directory)
+        raw = json.loads((d / "config.json").read_text())
+        kind = raw.pop("type")
+        if kind not in POLICIES:
+            raise ValueError(f"checkpoint {d} is a {kind!r} policy; known types: {', '.join(sorted(POLICIES))}")
+        policy_cls = POLICIES[kind]
+        if cls is not FlowPolicy and not issubclass(policy_cls, cls):
+            raise ValueError(f"checkpoint {d} holds a {kind!r} policy, not a {cls.__name__}")
+        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}  # JSON turned tuples into lists
+        config = policy_cls.config_class(type=kind, **{k: v for k, v in raw.items() if k != "type"})
+        policy = policy_cls(config)
+        state = load_file(str(d / "model.safetensors"), device=map_location)
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {d} does not match the {kind!r} architecture of its config: "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return policy

@@ -1,0 +1,157 @@
+"""The policy contract (SPEC §2): shared draws, masking, sampling, checkpoints, bad input."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from flowpro.policies import BuiltinConfig, BuiltinVLA, FlowPolicy
+
+B, H, A = 4, 30, 20
+
+
+def _batch(cfg, b=B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batch = {"observation.state": torch.randn(b, 20, generator=g), "task": ["plug the lamp in"] * b,
+             "action": torch.randn(b, H, A, generator=g), "action_is_pad": torch.zeros(b, H, dtype=torch.bool)}
+    for cam in cfg.cameras:
+        batch[f"observation.images.{cam}"] = torch.rand(b, 3, *cfg.image_size, generator=g)
+    if cfg.env_state_dim:
+        batch["observation.environment_state"] = torch.randn(b, cfg.env_state_dim, generator=g)
+    return batch
+
+
+CONFIGS = {
+    "vision": BuiltinConfig(image_size=(32, 32), image_channels=(8, 16), d_model=32, n_layers=1, n_heads=2),
+    "state": BuiltinConfig(use_images=False, cameras=(), env_state_dim=21, d_model=32, n_layers=1, n_heads=2),
+}
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def policy(request):
+    torch.manual_seed(0)
+    return BuiltinVLA(copy.deepcopy(CONFIGS[request.param]))
+
+
+def test_frozen_copy_gives_identical_loss_for_shared_draws(policy):
+    ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    batch = _batch(policy.config)
+    noise, t = policy.sample_noise(B), policy.sample_time(B)
+    a = policy.per_sample_loss(batch, noise, t)
+    with torch.inference_mode():
+        b = ref.per_sample_loss(batch, noise, t)
+    assert a.shape == (B,) and torch.equal(a.detach(), b)
+    other = policy.per_sample_loss(batch, policy.sample_noise(B), policy.sample_time(B))
+    assert not torch.allclose(a, other)
+
+
+def test_identical_chunks_in_one_batch_have_identical_losses(policy):
+    batch = _batch(policy.config, b=2)
+    for key, value in batch.items():  # sample 1 := sample 0
+        if torch.is_tensor(value):
+            value[1] = value[0]
+    noise = policy.sample_noise(1).repeat(2, 1, 1)
+    t = policy.sample_time(1).repeat(2)
+    loss = policy.per_sample_loss(batch, noise, t)
+    assert loss[0] == loss[1]
+
+
+def test_padded_steps_are_masked(policy):
+    batch = _batch(policy.config, b=1)
+    noise, t = policy.sample_noise(1), policy.sample_time(1)
+    batch["action_is_pad"][0, 20:] = True
+    loss = policy.per_sample_loss(batch, noise, t)
+    a = policy.action_norm(batch["action"])
+    x_t = t.view(-1, 1, 1) * noise + (1 - t.view(-1, 1, 1)) * a
+    err = (policy.velocity(policy.encode(batch), x_t, t) - (noise - a)) ** 2
+    assert torch.allclose(loss, err[:, :20].mean((1, 2)))  # only the 20 valid steps count
+    assert not torch.allclose(loss, err.mean((1, 2)))
+
+
+def test_shared_encoding_matches_per_chunk_encoding(policy):
+    batch = _batch(policy.config)
+    noise, t = policy.sample_noise(B), policy.sample_time(B)
+    enc = policy.encode(batch)
+    assert torch.allclose(policy.per_sample_loss(batch, noise, t, encoding=enc), policy.per_sample_loss(batch, noise, t))
+
+
+def test_sampled_chunks_have_right_shape_and_are_finite(policy):
+    chunk = policy.sample_actions(_batch(policy.config, b=2), num_steps=10)
+    assert chunk.shape == (2, H, A) and torch.isfinite(chunk).all()
+
+
+def test_time_sampling(policy):
+    t = policy.sample_time(10000, torch.Generator().manual_seed(0))
+    assert 0.001 <= t.min() and t.max() <= 1.0
+    assert abs(t.mean().item() - (0.6 * 0.999 + 0.001)) < 0.01  # Beta(1.5, 1) has mean 0.6
+    policy.config.time_sampling = "uniform"
+    assert abs(policy.sample_time(10000).mean().item() - 0.5) < 0.02
+
+
+def test_loss_decreases_on_tiny_synthetic_dataset(policy):
+    torch.manual_seed(0)
+    batch = _batch(policy.config, b=16, seed=1)
+    batch["action"] = batch["observation.state"][:, None, :].repeat(1, H, 1) * 0.5  # a = f(s)
+    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    fixed = (policy.sample_noise(16, g), policy.sample_time(16, g))
+    start = policy.per_sample_loss(batch, *fixed).mean().item()
+    for _ in range(60):
+        loss = policy.per_sample_loss(batch, policy.sample_noise(16, g), policy.sample_time(16, g)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert policy.per_sample_loss(batch, *fixed).mean().item() < 0.5 * start
+
+
+def test_checkpoint_round_trip_keeps_weights_and_normalisation(policy, tmp_path):
+    stats = {"observation.state": {"mean": torch.arange(20.0), "std": torch.full((20,), 2.0)},
+             "action": {"mean": torch.ones(20), "std": torch.full((20,), 3.0)},
+             "observation.environment_state": {"mean": torch.zeros(21), "std": torch.ones(21)}}
+    policy.set_normalization(stats)
+    policy.save(tmp_path / "p")
+    loaded = FlowPolicy.load(tmp_path / "p")
+    assert type(loaded) is BuiltinVLA and loaded.config == policy.config
+    batch = _batch(policy.config)
+    noise = policy.sample_noise(B)
+    assert torch.equal(loaded.sample_actions(batch, noise=noise), policy.sample_actions(batch, noise=noise))
+    assert torch.equal(loaded.action_norm.std, torch.full((20,), 3.0))
+
+
+def test_checkpoint_of_other_architecture_is_refused(policy, tmp_path):
+    policy.save(tmp_path / "p")
+    cfg = json.loads((tmp_path / "p/config.json").read_text())
+    cfg["d_model"] = 64
+    (tmp_path / "p/config.json").write_text(json.dumps(cfg))
+    with pytest.raises((ValueError, RuntimeError), match="does not match|size mismatch"):
+        FlowPolicy.load(tmp_path / "p")
+    cfg["type"] = "mystery"
+    (tmp_path / "p/config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="known types"):
+        FlowPolicy.load(tmp_path / "p")
+
+
+def test_bad_shapes_are_named(policy):
+    batch = _batch(policy.config)
+    batch["action"] = torch.randn(B, 10, A)
+    with pytest.raises(ValueError, match=r"expects \[B, 30, 20\]"):
+        policy.per_sample_loss(batch, policy.sample_noise(B), policy.sample_time(B))
+    batch = _batch(policy.config)
+    batch["observation.state"] = torch.randn(B, 14)
+    with pytest.raises(ValueError, match="has 14 dims, the policy expects 20"):
+        policy.encode(batch)
+
+
+def test_conditioned_policy_needs_and_uses_the_condition():
+    cfg = copy.deepcopy(CONFIGS["state"])
+    cfg.num_conditions = 3
+    policy = BuiltinVLA(cfg)
+    batch = _batch(cfg)
+    noise, t = policy.sample_noise(B), policy.sample_time(B)
+    with pytest.raises(ValueError, match="condition"):
+        policy.per_sample_loss(batch, noise, t)
+    batch["condition"] = torch.zeros(B, dtype=torch.long)
+    a = policy.per_sample_loss(batch, noise, t)
+    batch["condition"] = torch.ones(B, dtype=torch.long)
+    assert not torch.allclose(a, policy.per_sample_loss(batch, noise, t))

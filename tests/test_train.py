@@ -1,0 +1,101 @@
+"""SFT training (resume, NaN handling, bad datasets) and closed-loop evaluation, on Reach."""
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.evaluate import evaluate
+from benchmarks.evaluate import main as evaluate_main
+from envs.record import record
+from flowpro.data import ChunkDataset
+from flowpro.policies import BuiltinConfig, FlowPolicy
+from flowpro.train import SFTConfig, train_sft
+
+TINY = json.dumps({"d_model": 32, "n_layers": 1, "n_heads": 2})
+
+
+@pytest.fixture(scope="module")
+def reach_demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos") / "reach"
+    record("reach", 3, "id", root, obs_mode="state", progress=False)
+    return root
+
+
+def _cfg(tmp_path, demos, **kw):
+    base = dict(task="reach", dataset=str(demos), out=str(tmp_path / "run"), state_only=True, steps=6,
+                batch_size=8, warmup=2, save_every=2, log_every=1, model=TINY)
+    return SFTConfig(**{**base, **kw})
+
+
+def _fail_on_call(monkeypatch, n, make_error):
+    real = FlowPolicy.per_sample_loss
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        out = real(self, *a, **k)
+        if calls["n"] == n:
+            return make_error(out)
+        return out
+
+    monkeypatch.setattr(FlowPolicy, "per_sample_loss", flaky)
+
+
+def test_sft_resume_matches_uninterrupted_run(tmp_path, reach_demos, capsys, monkeypatch):
+    full = train_sft(_cfg(tmp_path / "a", reach_demos), progress=False)
+
+    def crash(_):
+        raise KeyboardInterrupt  # the process dies during step 4 (0-based), after the step-4 checkpoint
+
+    with monkeypatch.context() as m:
+        _fail_on_call(m, 5, crash)
+        with pytest.raises(KeyboardInterrupt):
+            train_sft(_cfg(tmp_path / "b", reach_demos), progress=False)
+    resumed = train_sft(_cfg(tmp_path / "b", reach_demos), progress=False)
+    assert "resuming from" in capsys.readouterr().err
+    a, b = FlowPolicy.load(full), FlowPolicy.load(resumed)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    rows = (tmp_path / "b/run/metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3", "4", "5"]
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, reach_demos, monkeypatch):
+    _fail_on_call(monkeypatch, 5, lambda out: out * float("nan"))
+    with pytest.raises(FloatingPointError, match=r"at step 4 \(dataset indices \["):
+        train_sft(_cfg(tmp_path, reach_demos), progress=False)
+    last = json.loads((tmp_path / "run/checkpoints/last.json").read_text())
+    assert last["step"] == 4
+    FlowPolicy.load(tmp_path / "run/checkpoints" / last["dir"] / "policy")
+
+
+def test_dataset_policy_mismatch_names_both(reach_demos):
+    with pytest.raises(ValueError, match=r"cameras: dataset has \[\], policy expects \['left_wrist'"):
+        ChunkDataset(reach_demos, BuiltinConfig())
+    cfg = BuiltinConfig(use_images=False, cameras=(), env_state_dim=9)
+    with pytest.raises(ValueError, match=r"observation.environment_state: dataset has \(6,\), policy expects \(9,\)"):
+        ChunkDataset(reach_demos, cfg, use_images=False, env_state=True)
+
+
+def test_chunks_are_padded_at_episode_ends(reach_demos):
+    ds = ChunkDataset(reach_demos, BuiltinConfig(use_images=False, cameras=(), env_state_dim=6),
+                      use_images=False, env_state=True)
+    end = int(ds.episode_end[0])
+    sample = ds[end - 5]
+    assert sample["action_is_pad"].tolist() == [False] * 5 + [True] * 25
+    assert torch.equal(sample["action"][5:], sample["action"][4].expand(25, -1))  # hold the last action
+
+
+def test_evaluate_writes_rollouts_and_summary(tmp_path, reach_demos, capsys):
+    policy_dir = train_sft(_cfg(tmp_path, reach_demos, steps=2), progress=False)
+    results = evaluate("reach", policy_dir.parent, [5, 6], "id", workers=1)
+    assert [r["seed"] for r in results] == [5, 6]
+    assert all(set(r) >= {"success", "completion_time_s", "failures_seen", "terminated_by"} for r in results)
+    out = tmp_path / "eval.jsonl"
+    assert evaluate_main(["--task", "reach", "--policy", str(policy_dir.parent), "--rollouts", "2",
+                          "--workers", "1", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["episodes"] == 2 and len(summary["wilson95"]) == 2
+    assert evaluate_main(["--task", "reach", "--policy", str(tmp_path / "nothing")]) == 2
