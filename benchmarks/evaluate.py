@@ -72,7 +72,7 @@ class PolicyRunner:
 _WORKER: dict[str, Any] = {}
 
 
-def _rollout_one(task: str, split: str, policy_dir: str, seed: int) -> dict:
+def _rollout_one(task: str, split: str, policy_dir: str, n_action_steps: int | None, seed: int) -> dict:
     import torch
 
     from envs.env import XTrainerEnv
@@ -88,16 +88,17 @@ def _rollout_one(task: str, split: str, policy_dir: str, seed: int) -> dict:
                                      image_size=tuple(c.image_size), privileged_obs=bool(c.env_state_dim))
     env, policy = _WORKER["env"], _WORKER["policy"]
     result = rollout(env, PolicyRunner(policy, seed), seed=seed, options={"split": split},
-                     n_action_steps=policy.config.n_action_steps)
+                     n_action_steps=n_action_steps or policy.config.n_action_steps)
     return result.summary()
 
 
 def evaluate(task: str, policy_dir: str | Path, seeds: list[int], split: str = "id",
-             workers: int | None = None) -> list[dict]:
+             workers: int | None = None, n_action_steps: int | None = None) -> list[dict]:
+    """Closed-loop rollouts of a saved policy, one per seed; ``n_action_steps`` overrides the policy's."""
     get_task(task)
     check_split(split)
     policy_dir = str(resolve_policy_dir(policy_dir))
-    fn = partial(_rollout_one, task, split, policy_dir)
+    fn = partial(_rollout_one, task, split, policy_dir, n_action_steps)
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         return [fn(s) for s in seeds]
@@ -114,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="id")
     ap.add_argument("--seed", type=int, default=1000, help="rollout i uses seed + i (demos use 0, 1, ...)")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--n-action-steps", type=int, default=None, help="re-plan period (default: the policy's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     try:
         results = evaluate(args.task, args.policy, list(range(args.seed, args.seed + args.rollouts)), args.split,
-                           args.workers)
+                           args.workers, args.n_action_steps)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             f.write(json.dumps(r) + "\n")
     summary = {"task": args.task, "policy": str(args.policy), "split": args.split, "seed": args.seed,
-               **summarize(results)}
+               "n_action_steps": args.n_action_steps, **summarize(results)}
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return 0
