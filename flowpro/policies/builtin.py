@@ -111,9 +111,10 @@ class Block(nn.Module):
         return x + self.mlp(self.norm3(x))
 
 
-def hash_words(texts: list[str], vocab: int) -> tuple[Tensor, Tensor]:
-    """Stable hashed word ids [B, L] and a padding mask (no tokenizer to download)."""
-    words = [t.lower().split() or ["<empty>"] for t in texts]
+def hash_words(texts: list[str], vocab: int, max_length: int | None = None) -> tuple[Tensor, Tensor]:
+    """Stable word ids (crc32 modulo ``vocab``) [B, L] and a mask, right-padded to the longest
+    text (no tokenizer to download)."""
+    words = [t.lower().split()[:max_length] or ["<empty>"] for t in texts]
     length = max(len(w) for w in words)
     ids = torch.zeros(len(texts), length, dtype=torch.long)
     mask = torch.zeros(len(texts), length, dtype=torch.bool)
