@@ -77,6 +77,12 @@ def make_frame(obs: dict[str, Any], action: np.ndarray, env_state: np.ndarray, t
     return frame
 
 
+def finished_episodes(root: str | Path) -> int:
+    """Episodes a dataset directory holds (0 when there is none yet)."""
+    info = Path(root) / "meta/info.json"
+    return json.loads(info.read_text())["total_episodes"] if info.exists() else 0
+
+
 class DatasetMismatch(ValueError):
     """The directory holds a dataset of another task or layout."""
 
@@ -96,7 +102,8 @@ class EpisodeWriter:
         marker = self.root / MARKER
         if marker.exists():
             found = json.loads(marker.read_text())
-            diffs = {k: (found.get(k), v) for k, v in self.marker.items() if found.get(k) != v}
+            diffs = {k: (found.get(k), self.marker.get(k)) for k in sorted(set(found) | set(self.marker))
+                     if found.get(k) != self.marker.get(k)}
             if diffs:
                 detail = ", ".join(f"{k}: has {a!r}, asked {b!r}" for k, (a, b) in diffs.items())
                 raise DatasetMismatch(f"{self.root} holds a different dataset ({detail}); refusing to write into it")
@@ -105,8 +112,7 @@ class EpisodeWriter:
 
     @property
     def num_episodes(self) -> int:
-        info = self.root / "meta/info.json"
-        return json.loads(info.read_text())["total_episodes"] if info.exists() else 0
+        return finished_episodes(self.root)
 
     def last_value(self, column: str) -> Any:
         """Last recorded value of a per-frame column (None for an empty dataset)."""

@@ -14,18 +14,49 @@ import json
 import sys
 import time
 
+import numpy as np
+
 from tqdm import tqdm
 
 import envs  # noqa: F401
-from envs.dataset import BASE_COLUMNS, DatasetMismatch, EpisodeWriter, dataset_features, make_frame
+from envs.dataset import BASE_COLUMNS, DatasetMismatch, EpisodeWriter, dataset_features, finished_episodes, make_frame
 from envs.env import XTrainerEnv
 from envs.rollout import ExpertPolicy, rollout
 from envs.tasks import check_split, get_task
 
 
+class ExecutionNoise:
+    """Backend wrapper for DART-style demonstrations (Laskey et al. 2017): the robot executes the
+    commanded action plus a slowly varying position offset, while the rollout records the
+    commanded (clean) action. The closed-loop expert then demonstrates how to recover from the
+    small errors a learned policy makes, which plain demonstrations never show."""
+
+    def __init__(self, env: XTrainerEnv, sigma_m: float, hold_steps: int = 10):
+        self.env, self.sigma, self.hold = env, sigma_m, hold_steps
+        self._offset = np.zeros(6)
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, *, seed=None, options=None):
+        self._rng = np.random.default_rng(None if seed is None else seed + 7_919)
+        return self.env.reset(seed=seed, options=options)
+
+    def act(self, action):
+        if self.env.step_count % self.hold == 0:
+            self._offset = self._rng.normal(0.0, self.sigma, 6)
+        noisy = np.array(action, dtype=np.float64)
+        noisy[[0, 1, 2, 10, 11, 12]] += self._offset
+        return self.env.act(noisy)
+
+
 def record(task: str, episodes: int, split: str, root: str, *, seed: int = 0, image_size: tuple[int, int] = (96, 96),
-           obs_mode: str = "rgb", repo_id: str | None = None, use_videos: bool = False, progress: bool = True) -> dict:
-    """Record until ``root`` holds ``episodes`` successful expert episodes; returns a summary."""
+           obs_mode: str = "rgb", repo_id: str | None = None, use_videos: bool = False, progress: bool = True,
+           action_noise_m: float = 0.0) -> dict:
+    """Record until ``root`` holds ``episodes`` successful expert episodes; returns a summary.
+
+    ``action_noise_m > 0`` records DART-style demonstrations (see :class:`ExecutionNoise`).
+    """
     get_task(task)
     check_split(split)
     env = XTrainerEnv(task=task, obs_mode=obs_mode, image_size=image_size, split=split, privileged_obs=True)
@@ -35,7 +66,9 @@ def record(task: str, episodes: int, split: str, root: str, *, seed: int = 0, im
         features=dataset_features(image_size if obs_mode == "rgb" else None, env_state_dim, use_videos=use_videos),
         use_videos=use_videos,
         layout={"kind": "sft_demos", "split": split, "obs_mode": obs_mode,
-                "image_size": list(image_size) if obs_mode == "rgb" else None})
+                "image_size": list(image_size) if obs_mode == "rgb" else None,
+                **({"action_noise_m": action_noise_m} if action_noise_m > 0 else {})})
+    backend = ExecutionNoise(env, action_noise_m) if action_noise_m > 0 else env
     done = writer.num_episodes
     next_seed = seed if done == 0 else writer.last_value("episode_seed") + 1
     discarded, frames_written, t0 = 0, 0, time.perf_counter()
@@ -43,7 +76,7 @@ def record(task: str, episodes: int, split: str, root: str, *, seed: int = 0, im
                disable=not progress)
     try:
         while done < episodes:
-            result = rollout(env, ExpertPolicy(env, next_seed), seed=next_seed, options={"split": split},
+            result = rollout(backend, ExpertPolicy(env, next_seed), seed=next_seed, options={"split": split},
                              n_action_steps=1, record=True)
             if result.success:
                 columns = {**{k: v for k, (_, v) in BASE_COLUMNS.items()}, "episode_seed": next_seed}
@@ -75,18 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--obs-mode", default="rgb", choices=("rgb", "state"))
     ap.add_argument("--repo-id", default=None)
     ap.add_argument("--video", action="store_true", help="store images as MP4 (needs FFmpeg libraries)")
+    ap.add_argument("--action-noise", type=float, default=0.0, metavar="METRES",
+                    help="DART-style execution noise on tool positions (recorded actions stay clean)")
     args = ap.parse_args(argv)
     try:
         summary = record(args.task, args.episodes, args.split, args.root, seed=args.seed,
                          image_size=tuple(args.image_size), obs_mode=args.obs_mode, repo_id=args.repo_id,
-                         use_videos=args.video)
+                         use_videos=args.video, action_noise_m=args.action_noise)
     except (ValueError, DatasetMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        n = EpisodeWriter.__new__(EpisodeWriter)
-        n.root = __import__("pathlib").Path(args.root)
-        print(f"\ninterrupted: {n.num_episodes} finished episodes are in {args.root}; "
+        print(f"\ninterrupted: {finished_episodes(args.root)} finished episodes are in {args.root}; "
               "run the same command again to continue", file=sys.stderr)
         return 130
     print(json.dumps(summary))

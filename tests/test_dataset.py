@@ -106,3 +106,30 @@ def test_ctrl_c_leaves_valid_dataset_and_rerun_continues(tmp_path):
     ds = _load(root, "flowpro/reach_id_demos")
     seeds = [int(ds[int(i)]["episode_seed"]) for i in ds.meta.episodes["dataset_from_index"]]
     assert seeds == list(range(k + 1))
+
+
+def test_execution_noise_moves_the_robot_off_the_commanded_pose():
+    from envs.geometry import POS, arm_slice
+    from envs.record import ExecutionNoise
+
+    env = XTrainerEnv(task="reach", obs_mode="state")
+    backend = ExecutionNoise(env, sigma_m=0.01, hold_steps=1000)  # one offset for the whole test
+    backend.reset(seed=0)
+    command = env.ee_pose()
+    for _ in range(45):
+        backend.act(command)
+    offset = backend._offset
+    reached = env.ee_pose()
+    for i, arm in enumerate(("left", "right")):
+        moved = reached[arm_slice(arm)][POS] - command[arm_slice(arm)][POS]
+        assert np.linalg.norm(offset[3 * i:3 * i + 3]) > 1e-3
+        assert np.allclose(moved, offset[3 * i:3 * i + 3], atol=1e-3)  # executed = command + offset
+    env.close()
+
+
+def test_dart_dataset_is_marked_and_not_mixed_with_clean_demos(tmp_path):
+    noisy = tmp_path / "noisy"
+    record("reach", 1, "id", noisy, obs_mode="state", progress=False, action_noise_m=0.01)
+    assert json.loads((noisy / "meta/flowpro.json").read_text())["action_noise_m"] == 0.01
+    with pytest.raises(DatasetMismatch, match="action_noise_m"):
+        record("reach", 2, "id", noisy, obs_mode="state", progress=False)
