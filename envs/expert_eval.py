@@ -59,6 +59,7 @@ def summarize(results: list[dict]) -> dict:
         "mean_completion_time_s": round(sum(times) / len(times), 3) if times else None,
         "failures": dict(sorted(fails.items())),
         "terminated_by": dict(Counter(r["terminated_by"] for r in results)),
+        "reached_stage": dict(Counter(s for r in results for s in r.get("stages_seen", []))),
     }
 
 

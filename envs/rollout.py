@@ -70,6 +70,7 @@ class EpisodeResult:
     time_s: float
     failures_seen: list[str]
     terminated_by: str  # "success", "failure:<kind>", "time_limit" or "stopped"
+    stages_seen: list[str] = field(default_factory=list)  # in order of first appearance: how far it got
     initial_state: dict[str, float] = field(default_factory=dict)
     trajectory: list[StepRecord] = field(default_factory=list, repr=False)
 
@@ -93,6 +94,7 @@ def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, o
     steps, terminated_by = 0, "time_limit"
     queue: list[np.ndarray] = []
     initial_state = dict(getattr(backend, "initial_state", {}) or {})
+    stages = [info["stage"]] if "stage" in info else []
     while info["time_s"] < backend.time_limit_s - 1e-9:
         if not queue:
             chunk = np.asarray(policy.predict_chunk(obs, backend.task_description))
@@ -101,6 +103,8 @@ def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, o
         prev_obs = obs
         obs, info = backend.act(action)
         steps += 1
+        if "stage" in info and info["stage"] not in stages:
+            stages.append(info["stage"])
         step = StepRecord(prev_obs, np.asarray(action), info)
         if record:
             trajectory.append(step)
@@ -115,7 +119,8 @@ def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, o
             break
     return EpisodeResult(seed=seed, success=bool(info["is_success"]), completion_time_s=info["completion_time_s"],
                          steps=steps, time_s=info["time_s"], failures_seen=list(info.get("failures_seen", [])),
-                         terminated_by=terminated_by, initial_state=initial_state, trajectory=trajectory)
+                         terminated_by=terminated_by, stages_seen=stages, initial_state=initial_state,
+                         trajectory=trajectory)
 
 
 class ExpertPolicy:

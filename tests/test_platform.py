@@ -168,6 +168,7 @@ def test_rollout_loop_with_expert_succeeds(reach_env):
         result = rollout(reach_env, ExpertPolicy(reach_env, seed), seed=seed, n_action_steps=1)
         assert result.success and result.terminated_by == "success"
         assert 0 < result.completion_time_s <= result.time_s
+        assert result.stages_seen == ["reaching", "holding"]
 
 
 @pytest.mark.parametrize("bad, match", [
