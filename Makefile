@@ -19,7 +19,10 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 perf: $(STAMP)
-	$(VENV)/bin/python -m benchmarks.perf.platform_speed
+	$(VENV)/bin/python -m benchmarks.perf.platform_speed --task reach
+	$(VENV)/bin/python -m benchmarks.perf.platform_speed --task usb --out results/perf/platform_speed_usb.json
+	$(VENV)/bin/python -m benchmarks.perf.demo_throughput
+	$(VENV)/bin/python -m benchmarks.perf.policy_speed
 
 clean-venv:
 	rm -rf $(VENV)
