@@ -53,8 +53,12 @@ class IKController:
 
     def __init__(self, cfg: BenchConfig, max_iters: int = 12, pos_tol_m: float = 5e-4,
                  rot_tol_rad: float = np.deg2rad(0.5), reach_tol_m: float = 2e-3,
-                 reach_tol_rad: float = np.deg2rad(2.0)):
+                 reach_tol_rad: float = np.deg2rad(2.0), max_joint_speed_rad_s: float | None = None):
         self.cfg = cfg
+        # Per-step joint change allowed: the X-Trainer's 0.9 rad rejection threshold, or tighter
+        # when a joint speed limit is set (off by default; see the issue-4 note).
+        self.max_step = MAX_JOINT_STEP_RAD if max_joint_speed_rad_s is None else min(
+            MAX_JOINT_STEP_RAD, max_joint_speed_rad_s / cfg.control_hz)
         self.model = mujoco.MjModel.from_xml_string(build_xml(cfg))
         self.configuration = mink.Configuration(self.model)
         self.frame_tasks = {
@@ -101,8 +105,8 @@ class IKController:
         for arm in ARMS:
             q_arm = self.configuration.q[self.qadr[arm]].copy()
             step = q_arm - q_start[arm]
-            step_clamped = bool(np.any(np.abs(step) > MAX_JOINT_STEP_RAD))
-            q_sol[arm] = q_start[arm] + np.clip(step, -MAX_JOINT_STEP_RAD, MAX_JOINT_STEP_RAD)
+            step_clamped = bool(np.any(np.abs(step) > self.max_step))
+            q_sol[arm] = q_start[arm] + np.clip(step, -self.max_step, self.max_step)
             pos_err, rot_err = self._errors(arm, *targets[arm])  # against the request, not the clamped goal
             reports[arm] = IKReport(pos_err, rot_err,
                                     reachable=pos_err <= self.reach_tol and rot_err <= self.reach_tol_rad and not clamped[arm],

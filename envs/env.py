@@ -45,7 +45,7 @@ class XTrainerEnv(gym.Env):
     def __init__(self, task: str = "reach", obs_mode: str = "rgb", image_size: tuple[int, int] = (96, 96),
                  action_mode: str = "ee", split: str = "id", control_hz: float = 30.0, arm: str = "nova2",
                  time_limit_s: float | None = None, render_mode: str | None = "rgb_array",
-                 privileged_obs: bool | None = None):
+                 privileged_obs: bool | None = None, max_joint_speed_rad_s: float | None = None):
         if obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {obs_mode!r}; valid: {', '.join(OBS_MODES)}")
         if action_mode not in ACTION_MODES:
@@ -67,7 +67,7 @@ class XTrainerEnv(gym.Env):
         self.task_description = self.task.instruction
         self.time_limit_s = time_limit_s if time_limit_s is not None else self.task.time_limit_s
         self.control_dt = 1.0 / control_hz
-        self.ik = IKController(self.cfg)
+        self.ik = IKController(self.cfg, max_joint_speed_rad_s=max_joint_speed_rad_s)
 
         m = self.model
         self._qadr = {a: np.array([m.joint(f"{a}/j{i + 1}").qposadr[0] for i in range(6)]) for a in ARMS}

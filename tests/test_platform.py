@@ -224,3 +224,15 @@ def test_r6_roundtrip(rng):
 
     R = Rotation.random(10, random_state=0).as_matrix()
     assert np.allclose(r6_to_matrix(matrix_to_r6(R)), R)
+
+
+def test_joint_speed_limit_rate_limits_ik_targets():
+    env = XTrainerEnv(task="reach", obs_mode="state", max_joint_speed_rad_s=1.5)
+    env.reset(seed=0)
+    q0 = {a: env._py["q_target"][a].copy() for a in ARMS}
+    target = env.ee_pose()
+    target[arm_slice("left")][POS] += [0.1, -0.1, -0.1]  # far: IK wants a large joint step
+    _, info = env.act(target)
+    step = np.abs(env._py["q_target"]["left"] - q0["left"])
+    assert step.max() <= 1.5 / 30 + 1e-12 and info["ik"]["left"]["joint_step_clamped"]
+    env.close()
