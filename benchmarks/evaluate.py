@@ -14,6 +14,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -69,10 +70,32 @@ class PolicyRunner:
         return chunk[0].numpy().astype(np.float64)
 
 
+class TemporalEnsemble:
+    """ACT-style temporal ensembling (Zhao et al. 2023): re-plan every step and execute the
+    weighted mean of every stored chunk's prediction for the current step, weights
+    ``exp(-k * i)`` with ``i = 0`` for the oldest chunk. Use with ``n_action_steps=1``."""
+
+    def __init__(self, runner: Any, k: float = 0.01):
+        self.runner, self.k = runner, k
+        self._chunks: list[tuple[np.ndarray, int]] = []
+
+    def reset(self) -> None:
+        self.runner.reset()
+        self._chunks = []
+
+    def predict_chunk(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        chunk = self.runner.predict_chunk(obs, instruction)
+        self._chunks = [(c, age + 1) for c, age in self._chunks if age + 1 < len(c)] + [(chunk, 0)]
+        preds = np.stack([c[age] for c, age in self._chunks])
+        w = np.exp(-self.k * np.arange(len(preds)))
+        return ((preds * w[:, None]).sum(0) / w.sum())[None]
+
+
 _WORKER: dict[str, Any] = {}
 
 
-def _rollout_one(task: str, split: str, policy_dir: str, n_action_steps: int | None, seed: int) -> dict:
+def _rollout_one(task: str, split: str, policy_dir: str, n_action_steps: int | None, ensemble_k: float | None,
+                 seed: int) -> dict:
     import torch
 
     from envs.env import XTrainerEnv
@@ -87,18 +110,23 @@ def _rollout_one(task: str, split: str, policy_dir: str, n_action_steps: int | N
         _WORKER["env"] = XTrainerEnv(task=task, split=split, obs_mode="rgb" if c.cameras else "state",
                                      image_size=tuple(c.image_size), privileged_obs=bool(c.env_state_dim))
     env, policy = _WORKER["env"], _WORKER["policy"]
-    result = rollout(env, PolicyRunner(policy, seed), seed=seed, options={"split": split},
+    runner: Any = PolicyRunner(policy, seed)
+    if ensemble_k is not None:
+        runner, n_action_steps = TemporalEnsemble(runner, ensemble_k), 1
+    result = rollout(env, runner, seed=seed, options={"split": split},
                      n_action_steps=n_action_steps or policy.config.n_action_steps)
     return result.summary()
 
 
 def evaluate(task: str, policy_dir: str | Path, seeds: list[int], split: str = "id",
-             workers: int | None = None, n_action_steps: int | None = None) -> list[dict]:
-    """Closed-loop rollouts of a saved policy, one per seed; ``n_action_steps`` overrides the policy's."""
+             workers: int | None = None, n_action_steps: int | None = None,
+             ensemble_k: float | None = None) -> list[dict]:
+    """Closed-loop rollouts of a saved policy, one per seed; ``n_action_steps`` overrides the
+    policy's; ``ensemble_k`` switches to temporal ensembling (re-plan every step)."""
     get_task(task)
     check_split(split)
     policy_dir = str(resolve_policy_dir(policy_dir))
-    fn = partial(_rollout_one, task, split, policy_dir, n_action_steps)
+    fn = partial(_rollout_one, task, split, policy_dir, n_action_steps, ensemble_k)
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         return [fn(s) for s in seeds]
@@ -116,11 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1000, help="rollout i uses seed + i (demos use 0, 1, ...)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--n-action-steps", type=int, default=None, help="re-plan period (default: the policy's)")
+    ap.add_argument("--temporal-ensemble", type=float, default=None, metavar="K",
+                    help="ACT-style temporal ensembling with weights exp(-K*i); re-plans every step")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     try:
         results = evaluate(args.task, args.policy, list(range(args.seed, args.seed + args.rollouts)), args.split,
-                           args.workers, args.n_action_steps)
+                           args.workers, args.n_action_steps, args.temporal_ensemble)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -128,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     with out.open("w") as f:
         for r in results:
             f.write(json.dumps(r) + "\n")
-    summary = {"task": args.task, "policy": str(args.policy), "split": args.split, "seed": args.seed,
-               "n_action_steps": args.n_action_steps, **summarize(results)}
+    command = "python -m benchmarks.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    summary = {"command": command, "task": args.task, "policy": str(args.policy), "split": args.split, "seed": args.seed,
+               "n_action_steps": args.n_action_steps, "temporal_ensemble": args.temporal_ensemble,
+               **summarize(results)}
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return 0

@@ -99,3 +99,33 @@ def test_evaluate_writes_rollouts_and_summary(tmp_path, reach_demos, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["episodes"] == 2 and len(summary["wilson95"]) == 2
     assert evaluate_main(["--task", "reach", "--policy", str(tmp_path / "nothing")]) == 2
+
+
+def test_temporal_ensemble_averages_overlapping_predictions():
+    import numpy as np
+
+    from benchmarks.evaluate import TemporalEnsemble
+
+    class Counting:
+        """Chunk i predicts the value 10 * i for every step (chunk length 3)."""
+
+        def __init__(self):
+            self.i = 0
+
+        def reset(self):
+            self.i = 0
+
+        def predict_chunk(self, obs, instruction):
+            self.i += 1
+            return np.full((3, 2), 10.0 * (self.i - 1))
+
+    ens = TemporalEnsemble(Counting(), k=0.0)  # k = 0: plain mean
+    ens.reset()
+    outs = [ens.predict_chunk(None, "")[0, 0] for _ in range(4)]
+    # step 0: {0}; step 1: {0, 10}; step 2: {0, 10, 20}; step 3: chunk 0 expired -> {10, 20, 30}
+    assert outs == [0.0, 5.0, 10.0, 20.0]
+    ens = TemporalEnsemble(Counting(), k=1.0)
+    ens.reset()
+    ens.predict_chunk(None, "")
+    w = np.exp(-np.arange(2.0))
+    assert np.isclose(ens.predict_chunk(None, "")[0, 0], (0 * w[0] + 10 * w[1]) / w.sum())  # oldest weighs most
