@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from flowpro.policies.base import ACTION, ACTION_PAD, OBS_ENV, OBS_STATE, PolicyConfig, image_key
+from flowpro.tuples import chunk_at
 
 IMAGE_CACHE_LIMIT_BYTES = 8 * 2**30
 
@@ -93,14 +94,11 @@ class ChunkDataset(torch.utils.data.Dataset):
         return len(self.state)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        h = self.config.chunk_size
-        idx = torch.arange(i, i + h)
-        last = int(self.episode_end[i]) - 1
-        pad = idx > last
+        chunk, pad = chunk_at(self.action, i, self.config.chunk_size, end=int(self.episode_end[i]))
         sample: dict[str, Any] = {
             OBS_STATE: self.state[i],
-            ACTION: self.action[idx.clamp(max=last)],
-            ACTION_PAD: pad,
+            ACTION: chunk,
+            ACTION_PAD: torch.from_numpy(pad),
             "task": self.tasks[i],
             "index": i,
         }

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 from scipy.spatial.transform import Rotation
+from trajectories import random_trajectory
 
 from envs.geometry import GRIP, POS, ROT6, arm_slice, geodesic_angle, matrix_to_r6, r6_to_matrix
 from flowpro.interpolation import bezier, bezier_controls, closest_index, pose_distance, smooth_interpolate
@@ -17,21 +18,6 @@ def _row(rng, scale=0.1):
         row[s][ROT6] = matrix_to_r6(Rotation.random(random_state=rng.integers(1 << 30)).as_matrix())
         row[s][GRIP] = rng.uniform()
     return row
-
-
-def _trajectory(rng, n=40):
-    """A smooth random correction: positions on a curve, rotations slerped, gripper ramp."""
-    t = np.linspace(0, 1, n)
-    rows = np.empty((n, 20))
-    for arm in ("left", "right"):
-        s = arm_slice(arm)
-        c = rng.normal(0, 0.1, (3, 3))
-        rows[:, s][:, POS] = c[0] + np.outer(t, c[1]) + np.outer(t ** 2, c[2])
-        r0, r1 = Rotation.random(2, random_state=rng.integers(1 << 30))
-        rots = Rotation.from_rotvec(np.outer(t, (r0.inv() * r1).as_rotvec()))
-        rows[:, s][:, ROT6] = matrix_to_r6((r0 * rots).as_matrix())
-        rows[:, s][:, GRIP] = t
-    return rows
 
 
 def test_pose_distance_weights_and_sums_arms():
@@ -52,7 +38,7 @@ def test_pose_distance_weights_and_sums_arms():
 
 def test_closest_index():
     rng = np.random.default_rng(1)
-    traj = _trajectory(rng)
+    traj = random_trajectory(rng)
     probe = traj[17].copy()
     probe[0] += 1e-3
     assert closest_index(probe, traj) == 17
@@ -61,7 +47,7 @@ def test_closest_index():
 @pytest.mark.parametrize("m", [1, 5, 15, 29])
 def test_chunk_follows_target_after_m_and_is_continuous(m):
     rng = np.random.default_rng(m)
-    target = _trajectory(rng, 30)
+    target = random_trajectory(rng, 30)
     start = target[0] + np.r_[rng.normal(0, 0.03, 3), np.zeros(7), rng.normal(0, 0.03, 3), np.zeros(7)]
     chunk = smooth_interpolate(start, target, m)
     assert chunk.shape == (30, 20)
@@ -102,7 +88,7 @@ def test_bridge_stays_in_convex_hull_of_controls():
 
 def test_orientation_is_slerped_monotonically():
     rng = np.random.default_rng(5)
-    target = _trajectory(rng, 30)
+    target = random_trajectory(rng, 30)
     start = target[0].copy()
     R0 = r6_to_matrix(target[20, arm_slice("left")][ROT6]) @ Rotation.from_euler("x", 60, degrees=True).as_matrix()
     start[arm_slice("left")][ROT6] = matrix_to_r6(R0)

@@ -1,0 +1,69 @@
+"""Preference tuples from one intervention pair (SPEC §5, Cases 1-2)."""
+
+import numpy as np
+import pytest
+from trajectories import random_trajectory
+
+from flowpro.tuples import SOURCE_L, SOURCE_W, build_pair_tuples, chunk_at
+
+
+def _pair(rng, n_l=50, n_w=70):
+    w = random_trajectory(rng, n_w)
+    l_states = w[:n_l].copy()
+    l_states[:, [0, 10]] += np.linspace(0, 0.05, n_l)[:, None]  # the policy drifts off in x
+    # actions: the next pose (absolute targets), the last one repeated
+    return l_states, np.vstack([l_states[1:], l_states[-1:]]), w, np.vstack([w[1:], w[-1:]])
+
+
+def test_chunk_at_pads_by_holding_the_last_action():
+    a = np.arange(10.0)[:, None].repeat(20, 1)
+    chunk, pad = chunk_at(a, 7, 5)
+    assert chunk[:, 0].tolist() == [7, 8, 9, 9, 9] and pad.tolist() == [False] * 3 + [True] * 2
+    chunk, pad = chunk_at(a, 2, 5, end=5)  # an episode ending inside a longer array
+    assert chunk[:, 0].tolist() == [2, 3, 4, 4, 4] and pad.sum() == 2
+    with pytest.raises(IndexError, match="outside"):
+        chunk_at(a, 10, 5)
+
+
+def test_case1_uses_the_prefix_and_bridges_to_the_correction():
+    rng = np.random.default_rng(0)
+    s_l, a_l, s_w, a_w = _pair(rng)
+    h, m = 30, 15
+    t = build_pair_tuples(s_l, a_l, s_w, a_w, h, m)
+    case1 = np.flatnonzero(t.source == SOURCE_L)
+    assert t.frame[case1].tolist() == list(range(len(s_l) - h))  # sampling rule: prefix only
+    for k in case1:
+        i = t.frame[k]
+        assert np.array_equal(t.a_l[k], a_l[i:i + h])  # a^l lies inside tau^l
+        assert not np.array_equal(t.a_w[k], t.a_l[k])
+        assert not t.pad[k, :m].any()  # bridge rows are real
+    # rows from m on follow tau^w from the closest point J
+    k = case1[3]
+    target_rows = t.a_w[k, m:]
+    hits = [j for j in range(len(a_w)) if np.allclose(np.vstack([a_w[j:], a_w[-1:].repeat(h, 0)])[m:h], target_rows)]
+    assert hits
+
+
+def test_case2_identical_pairs_with_padding_near_the_end():
+    rng = np.random.default_rng(1)
+    s_l, a_l, s_w, a_w = _pair(rng)
+    t = build_pair_tuples(s_l, a_l, s_w, a_w, 30)
+    case2 = np.flatnonzero(t.source == SOURCE_W)
+    assert len(case2) == len(s_w)
+    assert all(np.array_equal(t.a_w[k], t.a_l[k]) for k in case2)
+    last = case2[-1]
+    assert t.pad[last].sum() == 29 and np.all(t.a_w[last] == a_w[-1])
+
+
+def test_short_failing_segment_gives_no_case1_tuples():
+    rng = np.random.default_rng(2)
+    s_l, a_l, s_w, a_w = _pair(rng, n_l=20)
+    t = build_pair_tuples(s_l, a_l, s_w, a_w, 30)
+    assert (t.source == SOURCE_L).sum() == 0 and len(t) == len(s_w)
+
+
+def test_bad_pair_shapes_are_named():
+    rng = np.random.default_rng(3)
+    s_l, a_l, s_w, a_w = _pair(rng)
+    with pytest.raises(ValueError, match=r"tau\^w: states and actions"):
+        build_pair_tuples(s_l, a_l, s_w, a_w[:, :14], 30)
