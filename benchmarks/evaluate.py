@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import os
 import shlex
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import numpy as np
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
 from envs.expert_eval import summarize
+from envs.rollout import parallel_map
 from envs.tasks import check_split, get_task
 
 
@@ -126,13 +124,7 @@ def evaluate(task: str, policy_dir: str | Path, seeds: list[int], split: str = "
     get_task(task)
     check_split(split)
     policy_dir = str(resolve_policy_dir(policy_dir))
-    fn = partial(_rollout_one, task, split, policy_dir, n_action_steps, ensemble_k)
-    workers = workers or os.cpu_count() or 1
-    if workers == 1:
-        return [fn(s) for s in seeds]
-    # forkserver: forking a process that already runs torch/GL threads can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        return list(pool.map(fn, seeds))
+    return parallel_map(partial(_rollout_one, task, split, policy_dir, n_action_steps, ensemble_k), seeds, workers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import os
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
 import envs  # noqa: F401
+from envs.rollout import parallel_map
 from envs.tasks import TASKS, check_split, get_task
 
 _ENVS: dict = {}
@@ -34,13 +32,7 @@ def _episode(task: str, split: str, seed: int) -> dict:
 
 def run_episodes(task: str, split: str, seeds: list[int], workers: int | None = None) -> list[dict]:
     """Expert episodes over ``seeds``, in parallel over the machine's cores."""
-    workers = workers or os.cpu_count() or 1
-    fn = partial(_episode, task, split)
-    if workers == 1:
-        return [fn(s) for s in seeds]
-    # forkserver: forking a process that already runs torch/GL threads can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        return list(pool.map(fn, seeds))
+    return parallel_map(partial(_episode, task, split), seeds, workers)
 
 
 def summarize(results: list[dict]) -> dict:

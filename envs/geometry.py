@@ -74,14 +74,3 @@ def matrix_to_quat(R: np.ndarray) -> np.ndarray:
     q = np.empty(4)
     mujoco.mju_mat2Quat(q, np.ascontiguousarray(R, dtype=np.float64).reshape(9))
     return q if q[0] >= 0 else -q
-
-
-def pose_row(pos_l, R_l, grip_l, pos_r, R_r, grip_r) -> np.ndarray:
-    """Assemble one 20-dim pose row from per-arm position, rotation matrix and gripper."""
-    row = np.empty(ACTION_DIM)
-    for arm, p, R, g in (("left", pos_l, R_l, grip_l), ("right", pos_r, R_r, grip_r)):
-        s = arm_slice(arm)
-        row[s][POS] = p
-        row[s][ROT6] = matrix_to_r6(R)
-        row[s][GRIP] = g
-    return row

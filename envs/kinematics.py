@@ -27,10 +27,6 @@ class ArmSpec:
     limits_deg: tuple[tuple[float, float], ...]
     robot_type: int  # RobotType byte of the feedback packet
 
-    @property
-    def reach_m(self) -> float:
-        return abs(self.a[1]) + abs(self.a[2]) + self.d[4] + TOOL_OFFSET_M
-
 
 _HALF_PI = np.pi / 2
 _LIMITS = ((-360, 360), (-180, 180), (-160, 160), (-360, 360), (-360, 360), (-360, 360))

@@ -11,6 +11,9 @@ Policies act in chunks (SPEC §2): the loop asks for an ``H``-step chunk, execut
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -121,6 +124,20 @@ def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, o
                          steps=steps, time_s=info["time_s"], failures_seen=list(info.get("failures_seen", [])),
                          terminated_by=terminated_by, stages_seen=stages, initial_state=initial_state,
                          trajectory=trajectory)
+
+
+def parallel_map(fn: Callable[[int], dict], seeds: list[int], workers: int | None = None) -> list[dict]:
+    """``[fn(seed) for seed in seeds]`` over worker processes (default: one per core), in order.
+
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); each
+    worker should build its environment once and reuse it across seeds.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        return [fn(s) for s in seeds]
+    # forkserver: forking a process that already runs torch/GL threads can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        return list(pool.map(fn, seeds))
 
 
 class ExpertPolicy:

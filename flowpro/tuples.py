@@ -15,7 +15,7 @@ import numpy as np
 
 from flowpro.interpolation import closest_index, smooth_interpolate
 
-SOURCE_L, SOURCE_W, SOURCE_SFT = "l", "w", "sft"
+SOURCE_L, SOURCE_W = "l", "w"  # SFT states (Case 3) come from flowpro.data.ChunkDataset
 
 
 def chunk_at(actions, i: int, h: int, end: int | None = None):

@@ -47,9 +47,6 @@ _ID = {"strip_x": (-0.26, -0.16), "strip_y": (-0.22, -0.10), "strip_yaw": (-0.35
 _OOD = {"strip_x": (-0.32, -0.10), "strip_y": (-0.28, -0.04), "strip_yaw": (-0.7, 0.7),
         "holder_x": (0.10, 0.32), "holder_y": (-0.28, -0.04), "holder_yaw": (-1.2, 1.2)}
 
-FAILURE_KINDS = ("strip_grasp_missed", "lamp_grasp_missed", "strip_slip", "lamp_slip", "strip_dropped",
-                 "lamp_dropped", "bezel_contact", "tilted_entry", "stalled")
-
 
 def _box(name: str, half, pos, extra: str = "") -> str:
     return (f'<geom name="{name}" type="box" size="{half[0]:.6g} {half[1]:.6g} {half[2]:.6g}" '
@@ -80,7 +77,6 @@ class PlugState:
     lateral: np.ndarray  # (x, y) offset of the tip from the socket axis
     depth: float  # how far the tip is below the mouth (negative: above)
     tilt: float  # angle between plug axis and socket axis
-    yaw: float  # plug yaw about the socket axis, folded to [-pi/2, pi/2) (the plug is symmetric)
 
 
 @register_task
@@ -163,8 +159,6 @@ class UsbTask(Task):
         self.holder_mocap = model.body_mocapid[model.body("holder").id]
         self.strip_qadr = model.joint("strip").qposadr[0]
         self.lamp_qadr = model.joint("lamp").qposadr[0]
-        self.strip_dofadr = model.joint("strip").dofadr[0]
-        self.lamp_dofadr = model.joint("lamp").dofadr[0]
         self.socket_site, self.plug_site = model.site("socket").id, model.site("plug_tip").id
         self.plug_geom = model.geom("plug").id
         geoms_of = lambda body: {g for g in range(model.ngeom) if model.geom_bodyid[g] == body and model.geom_contype[g]}
@@ -215,8 +209,7 @@ class UsbTask(Task):
         rel_p = S[:3, :3].T @ (P[:3, 3] - S[:3, 3])
         rel_R = S[:3, :3].T @ P[:3, :3]
         tilt = float(np.arccos(np.clip(rel_R[2, 2], -1, 1)))
-        yaw = float((np.arctan2(rel_R[1, 0], rel_R[0, 0]) + np.pi / 2) % np.pi - np.pi / 2)
-        return PlugState(lateral=rel_p[:2].copy(), depth=float(-rel_p[2]), tilt=tilt, yaw=yaw)
+        return PlugState(lateral=rel_p[:2].copy(), depth=float(-rel_p[2]), tilt=tilt)
 
     def contacts(self, data: mujoco.MjData, geoms_a: set[int], geoms_b: set[int]) -> set[int]:
         """Geoms of ``geoms_a`` touching any geom of ``geoms_b``."""

@@ -190,6 +190,12 @@ class _LeRobotFlowAdapter(FlowPolicy):
                              f"{c.max_action_dim}] (from sample_noise) or [{b}, {c.chunk_size}, {c.action_dim}]")
         return _pad_last(noise, c.max_action_dim)
 
+    def _start_sampling(self, batch: dict[str, Any], noise: Tensor | None) -> tuple[Any, Tensor]:
+        """Encoded inputs and the padded initial noise ``x_1`` for :meth:`sample_actions`."""
+        enc = self.encode(batch)
+        b = enc.state.shape[0]
+        return enc, self._padded_noise(self.sample_noise(b) if noise is None else noise.to(self.device), b)
+
     def _check_state(self, batch: dict[str, Any]) -> Tensor:
         state = batch[OBS_STATE]
         if state.shape[-1] != self.config.state_dim:
@@ -363,9 +369,7 @@ class SmolVLAAdapter(_LeRobotFlowAdapter):
     def sample_actions(self, batch: dict[str, Any], num_steps: int | None = None, noise: Tensor | None = None,
                        condition: Tensor | None = None) -> Tensor:
         """LeRobot's KV-cached Euler sampler from ``t = 1``; unnormalised [B, H, action_dim]."""
-        enc = self.encode(batch)
-        b = enc.state.shape[0]
-        x = self._padded_noise(self.sample_noise(b) if noise is None else noise.to(self.device), b)
+        enc, x = self._start_sampling(batch, noise)
         lc = self.lerobot.config
         steps, lc.num_steps = lc.num_steps, num_steps or self.config.num_inference_steps
         try:
@@ -639,9 +643,7 @@ class Pi0Adapter(_LeRobotFlowAdapter):
     def sample_actions(self, batch: dict[str, Any], num_steps: int | None = None, noise: Tensor | None = None,
                        condition: Tensor | None = None) -> Tensor:
         """The core's Euler sampler from ``t = 1``; unnormalised [B, H, action_dim]."""
-        enc = self.encode(batch)
-        b = enc.state.shape[0]
-        x = self._padded_noise(self.sample_noise(b) if noise is None else noise.to(self.device), b)
+        enc, x = self._start_sampling(batch, noise)
         out = self.core.sample_actions(enc.images, enc.img_masks, enc.lang_tokens, enc.lang_masks,
                                        *self._state_args(enc), noise=x,
                                        num_steps=num_steps or self.config.num_inference_steps)
