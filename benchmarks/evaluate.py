@@ -92,22 +92,30 @@ class TemporalEnsemble:
 _WORKER: dict[str, Any] = {}
 
 
-def _rollout_one(task: str, split: str, policy_dir: str, n_action_steps: int | None, ensemble_k: float | None,
-                 seed: int) -> dict:
+def worker_env_policy(cache: dict[str, Any], task: str, split: str, policy_dir: str,
+                      privileged_obs: bool = False) -> tuple[Any, Any]:
+    """The environment and policy of one worker process, built on first use and kept in ``cache``;
+    the environment observes what the policy reads (cameras or privileged state)."""
     import torch
 
     from envs.env import XTrainerEnv
-    from envs.rollout import rollout
     from flowpro.policies import FlowPolicy
 
-    torch.set_num_threads(1)  # one rollout per core
-    if "env" not in _WORKER:
+    if "env" not in cache:
+        torch.set_num_threads(1)  # one rollout per core
         policy = FlowPolicy.load(policy_dir)
         c = policy.config
-        _WORKER["policy"] = policy
-        _WORKER["env"] = XTrainerEnv(task=task, split=split, obs_mode="rgb" if c.cameras else "state",
-                                     image_size=tuple(c.image_size), privileged_obs=bool(c.env_state_dim))
-    env, policy = _WORKER["env"], _WORKER["policy"]
+        cache["policy"] = policy
+        cache["env"] = XTrainerEnv(task=task, split=split, obs_mode="rgb" if c.cameras else "state",
+                                   image_size=tuple(c.image_size), privileged_obs=privileged_obs or bool(c.env_state_dim))
+    return cache["env"], cache["policy"]
+
+
+def _rollout_one(task: str, split: str, policy_dir: str, n_action_steps: int | None, ensemble_k: float | None,
+                 seed: int) -> dict:
+    from envs.rollout import rollout
+
+    env, policy = worker_env_policy(_WORKER, task, split, policy_dir)
     runner: Any = PolicyRunner(policy, seed)
     if ensemble_k is not None:
         runner, n_action_steps = TemporalEnsemble(runner, ensemble_k), 1

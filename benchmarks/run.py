@@ -41,6 +41,7 @@ class Profile:
     sft_batch: int
     policy_rollouts: int  # per split
     state_only: bool = True  # privileged object poses instead of cameras (CPU budget)
+    sft_model: str = '{"relative_actions": true}'  # JSON overrides of the policy config
 
 
 PROFILES = {
@@ -68,7 +69,7 @@ def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: 
     info = json.loads((demos_root / "meta/info.json").read_text())
     cfg = SFTConfig(task=task, dataset=str(demos_root), out="", state_only=profile.state_only,
                     steps=profile.sft_steps, batch_size=profile.sft_batch, seed=seed,
-                    save_every=max(1, profile.sft_steps // 8))
+                    save_every=max(1, profile.sft_steps // 8), model=profile.sft_model)
     key = {**asdict(cfg), "out": None, "dataset": None, "dataset_episodes": info["total_episodes"]}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     cfg.out = str(runs / f"sft_{digest}")

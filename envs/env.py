@@ -203,6 +203,13 @@ class XTrainerEnv(gym.Env):
             # ServoJ-like: the joint target moves linearly over the control period.
             self._write_ctrl(q_prev, q_new, (k + 1) / n)
             mujoco.mj_step(self.model, self.data)
+        # mj_step leaves positions, contacts and sensors computed *before* its last integration;
+        # recompute them so an observation (and the task predicates) describe the current state,
+        # exactly as after restore(). The solver's warm start is put back, so the trajectory is
+        # exactly the one mj_step alone would produce.
+        warmstart = self.data.qacc_warmstart.copy()
+        mujoco.mj_forward(self.model, self.data)
+        self.data.qacc_warmstart[:] = warmstart
         self._py["step"] += 1
         self._update_task_status()
         return self.observe(), self._info(ik=reports)

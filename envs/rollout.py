@@ -114,11 +114,12 @@ def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, o
         if info["is_success"]:
             terminated_by = "success"
             break
-        if info.get("terminal_failure"):
-            terminated_by = f"failure:{info['terminal_failure']}"
-            break
+        # The hook sees a failing step before the episode ends on it: an operator may still roll back.
         if hook is not None and hook(backend, step) == "stop":
             terminated_by = "stopped"
+            break
+        if info.get("terminal_failure"):
+            terminated_by = f"failure:{info['terminal_failure']}"
             break
     return EpisodeResult(seed=seed, success=bool(info["is_success"]), completion_time_s=info["completion_time_s"],
                          steps=steps, time_s=info["time_s"], failures_seen=list(info.get("failures_seen", [])),

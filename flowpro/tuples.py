@@ -74,3 +74,69 @@ def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.
         sources.append(SOURCE_W)
         frames.append(i)
     return PairTuples(np.array(sources), np.array(frames), np.stack(a_ws), np.stack(a_ls), np.stack(pads))
+
+
+@dataclass
+class PairTrajectories:
+    """One recorded pair: measured poses and commanded actions of ``tau^l`` and ``tau^w``, and
+    where their frames sit in the dataset (global frame indices)."""
+
+    pair_id: int
+    states_l: np.ndarray
+    actions_l: np.ndarray
+    states_w: np.ndarray
+    actions_w: np.ndarray
+    index_l: np.ndarray
+    index_w: np.ndarray
+
+
+def check_poses(rows: np.ndarray, what: str, tol: float = 1e-3) -> None:
+    """Refuse non-finite pose rows and 6D rotations whose columns are not orthonormal, naming the
+    first bad frame."""
+    bad = ~np.isfinite(rows).all(1)
+    if bad.any():
+        raise ValueError(f"{what}: non-finite values at frame {int(np.flatnonzero(bad)[0])}")
+    for arm, c in (("left", 3), ("right", 13)):
+        a, b = rows[:, c:c + 3], rows[:, c + 3:c + 6]
+        err = np.maximum.reduce([np.abs(np.linalg.norm(a, axis=1) - 1), np.abs(np.linalg.norm(b, axis=1) - 1),
+                                 np.abs((a * b).sum(1))])
+        if (err > tol).any():
+            f = int(np.flatnonzero(err > tol)[0])
+            raise ValueError(f"{what}: the {arm} arm's 6D rotation is not orthonormal at frame {f} "
+                             f"(error {err[f]:.2g} > {tol:g})")
+
+
+def split_pairs(pair_id: np.ndarray, role: np.ndarray, states: np.ndarray, actions: np.ndarray) -> list[PairTrajectories]:
+    """Cut the frames of a pair dataset (one episode per pair, ``tau^l`` frames before ``tau^w``)
+    into pairs, validating every pose."""
+    pairs = []
+    ids, starts = np.unique(pair_id, return_index=True)
+    for pid in ids[np.argsort(starts)]:
+        idx = np.flatnonzero(pair_id == pid)
+        il, iw = idx[role[idx] == SOURCE_L], idx[role[idx] == SOURCE_W]
+        if len(iw) == 0:
+            raise ValueError(f"pair {int(pid)} has no tau^w frames")
+        for name, ii in (("tau^l", il), ("tau^w", iw)):
+            check_poses(states[ii], f"pair {int(pid)} {name} observation.state")
+            check_poses(actions[ii], f"pair {int(pid)} {name} action")
+        pairs.append(PairTrajectories(int(pid), states[il], actions[il], states[iw], actions[iw], il, iw))
+    return pairs
+
+
+def load_pairs(root) -> list[PairTrajectories]:
+    """The pairs of a dataset written by :mod:`flowpro.collect` (poses and actions only)."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(root).glob("data/chunk-*/file-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{root} holds no pair data (no data/chunk-*/file-*.parquet)")
+    cols = ["observation.state", "action", "pair_id", "role", "index"]
+    tables = [pq.read_table(f, columns=cols).to_pydict() for f in files]
+    get = lambda k: [v for t in tables for v in t[k]]  # noqa: E731
+    order = np.argsort(np.asarray(get("index")))
+    flat = lambda k: np.asarray(get(k))[order].reshape(len(order), -1)  # noqa: E731
+    role = np.asarray([r[0] if isinstance(r, list) else r for r in get("role")])[order]
+    return split_pairs(flat("pair_id")[:, 0], role, flat("observation.state").astype(np.float64),
+                       flat("action").astype(np.float64))

@@ -155,3 +155,21 @@ def test_conditioned_policy_needs_and_uses_the_condition():
     a = policy.per_sample_loss(batch, noise, t)
     batch["condition"] = torch.ones(B, dtype=torch.long)
     assert not torch.allclose(a, policy.per_sample_loss(batch, noise, t))
+
+
+def test_relative_actions_are_an_internal_representation():
+    """A relative-action policy trains on a - s (grippers absolute) but returns absolute targets."""
+    cfg = copy.deepcopy(CONFIGS["state"])
+    cfg.relative_actions = True
+    torch.manual_seed(0)
+    policy = BuiltinVLA(cfg)
+    batch = _batch(cfg)
+    model = policy.actions_to_model(batch["action"], batch)
+    rel = batch["action"] - batch["observation.state"][:, None]
+    assert torch.allclose(model[..., :9], rel[..., :9]) and torch.equal(model[..., 9], batch["action"][..., 9])
+    assert torch.allclose(policy.actions_from_model(model, batch), batch["action"], atol=1e-6)
+    # Shifting the robot and its targets together changes nothing the model sees.
+    shifted = {**batch, "observation.state": batch["observation.state"] + 0.1, "action": batch["action"] + 0.1}
+    shifted["action"][..., [9, 19]] = batch["action"][..., [9, 19]]
+    shifted["observation.state"][..., [9, 19]] = batch["observation.state"][..., [9, 19]]
+    assert torch.allclose(policy.actions_to_model(shifted["action"], shifted), model, atol=1e-6)

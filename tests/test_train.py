@@ -129,3 +129,11 @@ def test_temporal_ensemble_averages_overlapping_predictions():
     ens.predict_chunk(None, "")
     w = np.exp(-np.arange(2.0))
     assert np.isclose(ens.predict_chunk(None, "")[0, 0], (0 * w[0] + 10 * w[1]) / w.sum())  # oldest weighs most
+
+
+def test_relative_action_statistics_describe_chunks_relative_to_their_state(reach_demos):
+    cfg = BuiltinConfig(use_images=False, cameras=(), env_state_dim=6, relative_actions=True)
+    ds = ChunkDataset(reach_demos, cfg, use_images=False, env_state=True)
+    rel = torch.stack([ds[i]["action"] - ds[i]["observation.state"] for i in range(len(ds))])
+    assert torch.allclose(ds.stats["action"]["mean"][:9], rel.reshape(-1, 20).mean(0)[:9], atol=1e-5)
+    assert torch.allclose(ds.stats["action"]["std"][:3], rel.reshape(-1, 20).std(0)[:3], rtol=1e-3)

@@ -52,6 +52,7 @@ class Task(ABC):
     time_limit_s: ClassVar[float] = 40.0
     success_hold_s: ClassVar[float] = 0.5
     terminal_failures: ClassVar[frozenset[str]] = frozenset()  # failure kinds that end an episode
+    stages: ClassVar[tuple[str, ...]] = ()  # every name ``stage`` returns, in task order
 
     @abstractmethod
     def scene(self) -> SceneFragment:

@@ -62,6 +62,8 @@ class ReachTask(Task):
     def _errors(self, data) -> dict[str, float]:
         return {a: float(np.linalg.norm(data.site_xpos[self._tool[a]] - self.target(data, a))) for a in ARMS}
 
+    stages = ("reaching", "holding")
+
     def stage(self, data, memo) -> str:
         return "holding" if self.is_success(data) else "reaching"
 

@@ -87,6 +87,7 @@ class UsbTask(Task):
     time_limit_s = 40.0
     success_hold_s = 0.5
     terminal_failures = frozenset({"strip_dropped", "lamp_dropped"})
+    stages = ("grasp", "lift", "align", "insert", "seated")
 
     def __init__(self, clearance_m: float = 0.0003):
         if not 0 < clearance_m < 0.003:
@@ -318,11 +319,17 @@ class UsbTask(Task):
         return bool((not in_holder and low) or self._tilt(data, self.lamp_id) > np.deg2rad(60))
 
     def privileged_state(self, data) -> np.ndarray:
+        """Object poses (strip and lamp free joints, holder) plus the insertion geometry a
+        state-only policy would otherwise have to compose from quaternions: the socket mouth
+        and axis, the plug tip and axis (world frame), and the tip in the socket frame."""
         parts = []
         for qadr in (self.strip_qadr, self.lamp_qadr):
             parts.append(data.qpos[qadr:qadr + 7])
         parts.append(data.mocap_pos[self.holder_mocap])
         parts.append(data.mocap_quat[self.holder_mocap])
+        S, P = self.socket_pose(data), self.plug_pose(data)
+        ps = self.plug_state(data)
+        parts += [S[:3, 3], S[:3, 2], P[:3, 3], P[:3, 2], ps.lateral, [ps.depth]]
         return np.concatenate(parts)
 
     def make_expert(self):

@@ -48,6 +48,9 @@ class PolicyConfig:
     time_sampling: str = "beta"  # "beta": Beta(1.5, 1) * 0.999 + 0.001 (pi0); "uniform"
     num_inference_steps: int = 10
     num_conditions: int = 0  # > 0 adds a learned embedding of batch["condition"] in [0, num_conditions)
+    # True: the model sees each chunk relative to the current pose (a - observation.state) in all
+    # columns but the grippers, as openpi's DeltaActions does; callers still see absolute targets.
+    relative_actions: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -74,6 +77,22 @@ class Normalizer(nn.Module):
 
     def inverse(self, x: Tensor) -> Tensor:
         return x * self.std + self.mean
+
+
+GRIPPER_COLUMNS = (9, 19)  # SPEC §2 layout: the gripper scalar of each arm stays absolute
+
+
+def relative_mask(action_dim: int) -> Tensor:
+    """Columns a relative-action policy expresses as offsets from the current pose."""
+    mask = torch.ones(action_dim, dtype=torch.bool)
+    mask[[c for c in GRIPPER_COLUMNS if c < action_dim]] = False
+    return mask
+
+
+def to_relative(actions: Tensor, state: Tensor) -> Tensor:
+    """``a - s`` on the relative columns of ``actions`` [..., H, A] given ``state`` [..., A]."""
+    mask = relative_mask(actions.shape[-1]).to(actions.device)
+    return actions - (state * mask).unsqueeze(-2)
 
 
 class FlowPolicy(nn.Module, ABC):
@@ -121,7 +140,7 @@ class FlowPolicy(nn.Module, ABC):
         """Masked per-sample flow-matching loss ``mean_(h,d valid) (v - u)^2`` -> [B]."""
         actions = batch[ACTION]
         self._check_chunk(actions, "batch['action']")
-        a = self.action_norm(actions)
+        a = self.actions_to_model(actions, batch)
         if noise.shape != a.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, actions {tuple(a.shape)}")
         t = time.view(-1, 1, 1)
@@ -148,7 +167,21 @@ class FlowPolicy(nn.Module, ABC):
         for i in range(steps):
             t = torch.full((b,), 1.0 + i * dt, device=x.device)
             x = x + dt * self.velocity(enc, x, t, cond)
-        return self.action_norm.inverse(x)
+        return self.actions_from_model(x, batch)
+
+    # ------------------------------------------------------------------ action representation
+    def actions_to_model(self, actions: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Absolute chunks -> the normalised representation the model is trained on."""
+        if self.config.relative_actions:
+            actions = to_relative(actions, batch[OBS_STATE])
+        return self.action_norm(actions)
+
+    def actions_from_model(self, x: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Inverse of :meth:`actions_to_model`: absolute targets [B, H, A]."""
+        a = self.action_norm.inverse(x)
+        if self.config.relative_actions:
+            a = a + (batch[OBS_STATE] * relative_mask(a.shape[-1]).to(a.device)).unsqueeze(-2)
+        return a
 
     # ------------------------------------------------------------------ checks, save, load
     @property
@@ -162,7 +195,8 @@ class FlowPolicy(nn.Module, ABC):
                              f"[B, {c.chunk_size}, {c.action_dim}]")
 
     def set_normalization(self, stats: dict[str, dict[str, Tensor]]) -> None:
-        """Dataset statistics: ``stats[key] = {"mean": ..., "std": ...}`` for state, action, env state."""
+        """Dataset statistics: ``stats[key] = {"mean": ..., "std": ...}`` for state, action, env state
+        (for a relative-action policy, ``stats["action"]`` describes the relative chunks)."""
         self.state_norm.set_stats(stats[OBS_STATE]["mean"], stats[OBS_STATE]["std"])
         self.action_norm.set_stats(stats[ACTION]["mean"], stats[ACTION]["std"])
         if self.config.env_state_dim:

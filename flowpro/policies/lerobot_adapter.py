@@ -224,7 +224,7 @@ class _LeRobotFlowAdapter(FlowPolicy):
         actions = batch[ACTION]
         self._check_chunk(actions, "batch['action']")
         b = actions.shape[0]
-        a = _pad_last(self.action_norm(actions), c.max_action_dim)
+        a = _pad_last(self.actions_to_model(actions, batch), c.max_action_dim)
         noise = self._padded_noise(noise, b)
         enc = self.encode(batch) if encoding is None else encoding
         n_states = enc.state.shape[0]
@@ -377,7 +377,7 @@ class SmolVLAAdapter(_LeRobotFlowAdapter):
                                            noise=x)
         finally:
             lc.num_steps = steps
-        return self.action_norm.inverse(out[..., : self.config.action_dim])
+        return self.actions_from_model(out[..., : self.config.action_dim], batch)
 
 
 def make_tiny_smolvla(tmpdir: str | Path | None = None, **overrides: Any) -> SmolVLAAdapter:
@@ -647,7 +647,7 @@ class Pi0Adapter(_LeRobotFlowAdapter):
         out = self.core.sample_actions(enc.images, enc.img_masks, enc.lang_tokens, enc.lang_masks,
                                        *self._state_args(enc), noise=x,
                                        num_steps=num_steps or self.config.num_inference_steps)
-        return self.action_norm.inverse(out[..., : self.config.action_dim].to(torch.float32))
+        return self.actions_from_model(out[..., : self.config.action_dim].to(torch.float32), batch)
 
 
 __all__ = [
