@@ -311,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="random extra rollback before the estimated error onset, in steps")
     ap.add_argument("--max-back", type=int, default=90, help="longest rollback, in steps")
     ap.add_argument("--stall", type=float, default=8.0, help="seconds without stage progress that count as a failure")
+    ap.add_argument("--persist", type=float, default=1.0,
+                    help="seconds a non-terminal failure predicate must hold before the oracle intervenes")
     args = ap.parse_args(argv)
     kwargs = {"handback": args.handback, "margin_steps": tuple(args.margin), "max_back": args.max_back,
-              "stall_s": args.stall}
+              "stall_s": args.stall, "persist_s": args.persist}
     try:
         summary = collect(args.task, args.policy, args.pairs, args.round_k, args.root, split=args.split, seed=args.seed,
                           workers=args.workers, n_action_steps=args.n_action_steps, operator_kwargs=kwargs)

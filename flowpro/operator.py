@@ -60,7 +60,8 @@ class OracleOperator:
     """Simulated operator: predicts failures with the task's privileged predicates and corrects
     with the task's scripted expert.
 
-    - *Whether*: any failure predicate firing (a slip, a bezel contact, a tilted entry, a drop),
+    - *Whether*: a failure predicate firing for ``persist_s`` (a slip, a bezel contact, a tilted
+      entry: the expert itself shows these briefly and recovers), a terminal failure (a drop),
       or no stage progress for ``stall_s`` (hovering; the episode would time out).
     - *When the error began*: the first step of the trailing run of steps with a failure firing;
       for a stall, the step at which the last stage was reached.
@@ -72,7 +73,7 @@ class OracleOperator:
     """
 
     def __init__(self, task: Any, *, margin_steps: tuple[int, int] = (15, 45), max_back: int = 90,
-                 stall_s: float = 8.0, handback: str = "completion", seed: int = 0):
+                 stall_s: float = 8.0, persist_s: float = 1.0, handback: str = "completion", seed: int = 0):
         if handback not in ("completion", "stage"):
             raise ValueError(f"handback must be 'completion' or 'stage', got {handback!r}")
         lo, hi = margin_steps
@@ -81,7 +82,7 @@ class OracleOperator:
         if not task.stages:
             raise ValueError(f"task {task.name!r} declares no stage order; the oracle needs it")
         self.task, self.margin, self.max_back, self.stall_s, self.handback = task, (lo, hi), max_back, stall_s, handback
-        self.seed = seed
+        self.seed, self.persist_s = seed, persist_s
         self._expert = task.make_expert()
 
     def reset(self, backend: Any, seed: int) -> None:
@@ -98,10 +99,11 @@ class OracleOperator:
         s = self._stage_index(info)
         if s > self._best_stage:
             self._best_stage, self._progress_step = s, t
-        if info["failures"]:
-            onset = t
-            while onset > 0 and history[onset - 1].info["failures"]:
-                onset -= 1
+        onset = t + 1
+        while onset > 0 and history[onset - 1].info["failures"]:
+            onset -= 1
+        persisted = (t + 1 - onset) * backend.control_dt >= self.persist_s
+        if info["failures"] and (persisted or any(k in self.task.terminal_failures for k in info["failures"])):
             reason = info["failures"][0]
         elif (t - self._progress_step) * backend.control_dt >= self.stall_s:
             onset, reason = self._progress_step, "stall"
