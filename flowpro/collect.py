@@ -159,8 +159,11 @@ def _collect_seed(task: str, split: str, policy_dir: str, operator_kwargs: dict,
 
 def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: str | Path, *, split: str = "id",
             seed: int | None = None, workers: int | None = None, n_action_steps: int | None = None,
-            operator_kwargs: dict | None = None, progress: bool = True, pictures: int = 2) -> dict:
-    """Collect until ``root`` holds ``pairs`` corrected pairs; returns a summary of this session."""
+            operator_kwargs: dict | None = None, progress: bool = True, pictures: int = 2,
+            max_rollouts: int | None = None) -> dict:
+    """Collect until ``root`` holds ``pairs`` corrected pairs, or ``max_rollouts`` rollouts of
+    this session (default ``20 * pairs``) have run (a policy that no longer fails gives no pairs);
+    returns a summary of this session."""
     from benchmarks.evaluate import resolve_policy_dir
     from flowpro.policies import FlowPolicy
 
@@ -189,8 +192,9 @@ def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: s
     t0, new_pairs = time.perf_counter(), 0
     bar = tqdm(total=pairs, initial=min(done, pairs), desc=f"pairs {task} round {round_k}", unit="pair",
                disable=not progress)
+    max_rollouts = 20 * pairs if max_rollouts is None else max_rollouts
     try:
-        while done < pairs:
+        while done < pairs and stats["rollouts"] < max_rollouts:
             seeds = list(range(next_seed, next_seed + workers))
             for out in parallel_map(fn, seeds, workers):
                 s = out["summary"]

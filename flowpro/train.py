@@ -1,11 +1,13 @@
 """Training entry point.
 
     python -m flowpro.train sft --task usb --dataset data/usb/demos --out runs/usb_sft
+    python -m flowpro.train rpro --task usb --base runs/usb_sft --rounds 3 --out runs/usb_rpro
 
 Stage 1 (SFT): flow-matching regression on demonstrations (paper Eq. 3 averaged over the
 batch). AdamW, linear warm-up then cosine decay, seeded; metrics to ``metrics.csv`` (and
 TensorBoard when installed); checkpoints every ``--save-every`` steps; rerunning the same
 command resumes from the last checkpoint. The final policy is written to ``<out>/policy``.
+Stage 2 (the FlowPRO rounds) lives in :mod:`flowpro.finetune`.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class SFTConfig:
     model: str = "{}"  # JSON overrides of the policy config, e.g. '{"d_model": 64, "image_size": [64, 64]}'
 
 
-def lr_at(step: int, cfg: SFTConfig) -> float:
+def lr_at(step: int, cfg) -> float:
     """Linear warm-up to ``lr``, then cosine to ``lr_min``."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -73,11 +75,11 @@ def make_policy(cfg: SFTConfig) -> FlowPolicy:
 
 
 def save_checkpoint(out: Path, step: int, policy: FlowPolicy, optim: torch.optim.Optimizer,
-                    gen: torch.Generator) -> None:
+                    gen: torch.Generator, extra: dict | None = None) -> None:
     ckpt = out / "checkpoints" / f"step_{step:07d}"
     policy.save(ckpt / "policy")
     torch.save({"step": step, "optimizer": optim.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state()}, ckpt / "training_state.pt")
+                "torch_rng": torch.get_rng_state(), **(extra or {})}, ckpt / "training_state.pt")
     tmp = out / "checkpoints" / "last.json.tmp"
     tmp.write_text(json.dumps({"step": step, "dir": ckpt.name}))
     tmp.replace(out / "checkpoints" / "last.json")  # atomic: a crash never points at a half checkpoint
@@ -154,26 +156,41 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="stage", required=True)
-    sft = sub.add_parser("sft", help="stage 1: flow-matching SFT on demonstrations")
-    for f in SFTConfig.__dataclass_fields__.values():
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls, required: tuple[str, ...]) -> None:
+    """One command-line option per field of a config dataclass."""
+    for f in config_cls.__dataclass_fields__.values():
         name = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            sft.add_argument(name, action="store_true")
-        elif f.name in ("task", "dataset", "out"):
-            sft.add_argument(name, required=True)
+            parser.add_argument(name, action="store_true")
+        elif f.name in required:
+            parser.add_argument(name, required=True)
+        elif f.default is None:
+            parser.add_argument(name, default=None, type=int if "int" in str(f.type) else str)
         else:
-            sft.add_argument(name, type=type(f.default), default=f.default)
+            parser.add_argument(name, type=type(f.default), default=f.default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flowpro.finetune import RPROConfig, run_rounds
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="stage", required=True)
+    add_config_arguments(sub.add_parser("sft", help="stage 1: flow-matching SFT on demonstrations"), SFTConfig,
+                         ("task", "dataset", "out"))
+    add_config_arguments(sub.add_parser("rpro", help="stage 2: rounds of intervention-and-rollback + preference "
+                                                     "fine-tuning (paper Algorithm 2)"), RPROConfig,
+                         ("task", "base", "out"))
     args = vars(ap.parse_args(argv))
-    args.pop("stage")
+    stage = args.pop("stage")
     try:
-        path = train_sft(SFTConfig(**args))
+        if stage == "sft":
+            result = {"policy": str(train_sft(SFTConfig(**args)))}
+        else:
+            result = run_rounds(RPROConfig(**args))
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"policy": str(path)}))
+    print(json.dumps(result))
     return 0
 
 

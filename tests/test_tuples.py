@@ -67,3 +67,22 @@ def test_bad_pair_shapes_are_named():
     s_l, a_l, s_w, a_w = _pair(rng)
     with pytest.raises(ValueError, match=r"tau\^w: states and actions"):
         build_pair_tuples(s_l, a_l, s_w, a_w[:, :14], 30)
+
+
+def test_bad_pair_poses_are_named_by_pair_and_frame():
+    from flowpro.tuples import split_pairs
+
+    rng = np.random.default_rng(3)
+    s_l, a_l, s_w, a_w = _pair(rng, n_l=40, n_w=50)
+    states, actions = np.vstack([s_l, s_w]), np.vstack([a_l, a_w])
+    pair_id = np.full(len(states), 7)
+    role = np.array(["l"] * len(s_l) + ["w"] * len(s_w))
+    assert len(split_pairs(pair_id, role, states, actions)) == 1
+    bad = states.copy()
+    bad[len(s_l) + 4, 3:6] *= 1.5  # tau^w frame 4: the left rotation's first column is not unit
+    with pytest.raises(ValueError, match=r"pair 7 tau\^w observation.state: the left arm's 6D rotation is not orthonormal at frame 4"):
+        split_pairs(pair_id, role, bad, actions)
+    bad_a = actions.copy()
+    bad_a[2, 15] = np.nan
+    with pytest.raises(ValueError, match=r"pair 7 tau\^l action: non-finite values at frame 2"):
+        split_pairs(pair_id, role, states, bad_a)

@@ -123,6 +123,10 @@ class FlowPolicy(nn.Module, ABC):
     def velocity(self, encoding: Any, x_t: Tensor, t: Tensor, condition: Tensor | None = None) -> Tensor:
         """Predicted velocity ``v(x_t, t | s)`` for normalised noisy chunks ``x_t`` [B, H, A]."""
 
+    def select_encoding(self, encoding: Any, idx: Tensor) -> Any:
+        """The encoding of the states ``idx`` of an encoded batch (to score a subset of chunks)."""
+        return encoding[idx]
+
     # ------------------------------------------------------------------ draws
     def sample_noise(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         c = self.config

@@ -145,6 +145,11 @@ class VLAInputs:
         return VLAInputs([r(i) for i in self.images], [r(m) for m in self.img_masks], r(self.lang_tokens),
                          r(self.lang_masks), r(self.state))
 
+    def select(self, idx: Tensor) -> VLAInputs:
+        """The inputs of the states ``idx``."""
+        return VLAInputs([i[idx] for i in self.images], [m[idx] for m in self.img_masks], self.lang_tokens[idx],
+                         self.lang_masks[idx], self.state[idx])
+
 
 def _pad_last(x: Tensor, dim: int) -> Tensor:
     return x if x.shape[-1] == dim else nn.functional.pad(x, (0, dim - x.shape[-1]))
@@ -195,6 +200,9 @@ class _LeRobotFlowAdapter(FlowPolicy):
         enc = self.encode(batch)
         b = enc.state.shape[0]
         return enc, self._padded_noise(self.sample_noise(b) if noise is None else noise.to(self.device), b)
+
+    def select_encoding(self, encoding: VLAInputs, idx: Tensor) -> VLAInputs:
+        return encoding.select(idx)
 
     def _check_state(self, batch: dict[str, Any]) -> Tensor:
         state = batch[OBS_STATE]

@@ -1,0 +1,343 @@
+"""FlowPRO stage 2: rounds of intervention-and-rollback and preference fine-tuning (paper
+Algorithm 2; SPEC §1, §3, §4, §6).
+
+    python -m flowpro.train rpro --task usb --base runs/usb/sft_xxx --rounds 3 --out runs/usb/rpro
+
+Each round ``k``: collect pairs with the oracle using the current policy (:mod:`flowpro.collect`),
+build the tuples (:class:`~flowpro.data.PreferenceDataset`), fine-tune on batches mixed from
+``D^k_pref``, ``D^{<k}_pref`` and ``D_SFT`` (:mod:`flowpro.mixing`) against a reference frozen for
+the round (the policy at the round's start, or the SFT base with ``--reference sft``), then
+evaluate. Everything a round makes stays under ``<out>/round_<k>/``; a finished round has
+``round.json`` and is skipped on a rerun, an unfinished one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import platform
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
+from flowpro.losses import get_loss, loss_terms
+from flowpro.mixing import CURRENT, PREVIOUS, SFT, MixingSampler, round_ratios
+from flowpro.policies import FlowPolicy
+from flowpro.policies.base import ACTION, ACTION_PAD
+from flowpro.train import lr_at, save_checkpoint
+
+
+@dataclass
+class RPROConfig:
+    task: str
+    base: str  # the SFT run (or its policy directory)
+    out: str
+    rounds: int = 3
+    loss: str = "rpro"  # rpro | pro | dpo | dpo_sft | sft (the ablations, same data and schedule)
+    beta: float = 1000.0
+    lambda_pro: float = 1.0
+    lambda_sft: float = 1.0
+    reg_weight: float = 1.0
+    reference: str = "previous"  # "previous": the policy at the round's start; "sft": always the base
+    pairs: str = "30,30,30"  # pairs per round (SPEC §6, USB); the last number repeats
+    steps: int = 1000  # fine-tuning steps per round
+    batch_size: int = 32
+    lr: float = 1e-4
+    lr_min: float = 2.5e-5
+    warmup: int = 100
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_rollouts: int = 50  # per split, after every round (0: no evaluation)
+    eval_splits: str = "id,ood"
+    handback: str = "completion"
+    stall_s: float = 8.0  # the oracle's patience without stage progress
+    hack_r_w_min: float = -5.0  # reward-hacking monitor: running-mean r_w below this ...
+    hack_r_l_min: float = -50.0  # ... or r_l below this (running away) raises a warning
+    stop_on_hacking: bool = False
+    skip_empty_rounds: bool = False  # a round that collects no pair: skip it (else an error)
+    save_every: int = 250
+    log_every: int = 25
+    workers: int | None = None
+    demos: str | None = None  # D_SFT (default: the base run's dataset)
+
+    def pairs_in_round(self, k: int) -> int:
+        counts = [int(x) for x in self.pairs.split(",")]
+        return counts[min(k, len(counts)) - 1]
+
+    def validate(self) -> None:
+        get_loss(self.loss)
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.reference not in ("previous", "sft"):
+            raise ValueError(f"reference must be 'previous' or 'sft', got {self.reference!r}")
+        if self.rounds < 1 or self.steps < 1:
+            raise ValueError(f"need rounds >= 1 and steps >= 1, got {self.rounds}, {self.steps}")
+
+
+class RewardHacking(RuntimeError):
+    """The implicit rewards left their healthy range and the run was configured to stop."""
+
+
+class RewardHackingMonitor:
+    """Watches running means of the implicit rewards (SPEC §4: healthy RPRO keeps |r| = O(1);
+    Flow-DPO collapses with r_w << 0, DPO+SFT lets r_l run away)."""
+
+    def __init__(self, r_w_min: float, r_l_min: float, momentum: float = 0.95):
+        self.r_w_min, self.r_l_min, self.m = r_w_min, r_l_min, momentum
+        self.r_w = self.r_l = 0.0
+        self.warned = False
+
+    def update(self, r_w: float, r_l: float) -> str | None:
+        self.r_w = self.m * self.r_w + (1 - self.m) * r_w
+        self.r_l = self.m * self.r_l + (1 - self.m) * r_l
+        if self.r_w < self.r_w_min:
+            return f"reward hacking: running r_w = {self.r_w:.3g} fell below {self.r_w_min}"
+        if self.r_l < self.r_l_min:
+            return f"reward hacking: running r_l = {self.r_l:.3g} ran away below {self.r_l_min}"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- the step
+def select_rows(batch: dict[str, Any], idx: Tensor) -> dict[str, Any]:
+    """The rows ``idx`` of a batch (tensors by index, lists by position)."""
+    b = batch[ACTION].shape[0]
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v) and v.dim() and v.shape[0] == b:
+            out[k] = v[idx]
+        elif isinstance(v, list) and len(v) == b:
+            out[k] = [v[i] for i in idx.tolist()]
+        else:
+            out[k] = v
+    return out
+
+
+def _chunk_losses(model: FlowPolicy, batch: dict[str, Any], noise: Tensor, t: Tensor, differ: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+    """``l(s, a^w)`` and ``l(s, a^l)`` with the observation encoded once; ``a^l`` is evaluated only
+    where it differs from ``a^w`` (identical pairs reuse ``l(s, a^w)``: exactly equal, SPEC §3)."""
+    enc = model.encode(batch)
+    l_w = model.per_sample_loss(batch, noise, t, enc)
+    if not differ.any():
+        return l_w, l_w
+    idx = differ.nonzero().flatten()
+    sub = select_rows(batch, idx)
+    sub[ACTION] = batch[ACTION_L][idx]
+    l_l_sub = model.per_sample_loss(sub, noise[idx], t[idx], model.select_encoding(enc, idx))
+    return l_w, l_w.index_put((idx,), l_l_sub)
+
+
+def preference_losses(policy: FlowPolicy, reference: FlowPolicy, batch: dict[str, Any],
+                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``l_theta_w, l_theta_l, l_ref_w, l_ref_l`` of a batch of tuples with one ``(eps, t)`` draw
+    per tuple shared by all four evaluations (SPEC §3); the reference runs without autograd."""
+    a_w = batch[ACTION]
+    a_l = batch.get(ACTION_L, a_w)
+    batch = {**batch, ACTION_L: a_l}
+    b = a_w.shape[0]
+    noise, t = policy.sample_noise(b, generator), policy.sample_time(b, generator)
+    differ = (a_w != a_l).flatten(1).any(1)
+    l_theta_w, l_theta_l = _chunk_losses(policy, batch, noise, t, differ)
+    with torch.inference_mode():
+        l_ref_w, l_ref_l = _chunk_losses(reference, batch, noise, t, differ)
+    return l_theta_w, l_theta_l, l_ref_w.clone(), l_ref_l.clone()
+
+
+def frozen_reference(policy: FlowPolicy) -> FlowPolicy:
+    return copy.deepcopy(policy).eval().requires_grad_(False)
+
+
+def check_reference(policy: FlowPolicy, reference: FlowPolicy) -> None:
+    """The reference must be the same architecture as the policy (same config and tensors)."""
+    a, b = asdict(policy.config), asdict(reference.config)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    shapes = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
+    ref_shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    if type(policy) is not type(reference) or diff or shapes != ref_shapes:
+        raise ValueError(f"the reference policy's architecture differs from the policy's "
+                         f"({type(reference).__name__} vs {type(policy).__name__}; config fields differing: {diff})")
+
+
+# ---------------------------------------------------------------------------------------------- one round
+def _sample(ds: Any, i: int) -> dict[str, Any]:
+    """A training sample with the tuple keys; a demonstration is the identical pair (Case 3)."""
+    x = ds[i]
+    keep = {k: v for k, v in x.items() if k not in ("source", "index")}
+    keep.setdefault(ACTION_L, x[ACTION])
+    return keep
+
+
+def finetune_round(cfg: RPROConfig, k: int, policy: FlowPolicy, reference: FlowPolicy,
+                   buffers: dict[str, Any], out: Path, progress: bool = True) -> FlowPolicy:
+    """Fine-tune ``policy`` for ``cfg.steps`` steps on mixed batches; resumable from ``out``."""
+    check_reference(policy, reference)
+    loss_fn = get_loss(cfg.loss)
+    weights = dict(beta=cfg.beta, lambda_pro=cfg.lambda_pro, lambda_sft=cfg.lambda_sft, reg_weight=cfg.reg_weight)
+    ratios = {name: r for name, r in round_ratios(k).items() if name in buffers}
+    sampler = MixingSampler({n: len(d) for n, d in buffers.items()}, ratios, cfg.batch_size, seed=cfg.seed * 1000 + k)
+    optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + k)
+    start, last = 0, out / "checkpoints" / "last.json"
+    if last.exists():
+        ckpt = out / "checkpoints" / json.loads(last.read_text())["dir"]
+        policy = FlowPolicy.load(ckpt / "policy")
+        optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        state = torch.load(ckpt / "training_state.pt", weights_only=False)
+        optim.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        sampler.set_state(state["sampler"])
+        start = state["step"]
+        print(f"resuming round {k} from {ckpt} (step {start})", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["step", "loss", "lr", "r_w", "r_l", "margin", "accuracy", "l_theta_w", "l_theta_l", "l_ref_w",
+              "l_ref_l", "contrastive", "regulariser", "sft", "grad_contrastive", "grad_regulariser", "grad_sft",
+              "grad_norm", "elapsed_s"]
+    metrics = (out / "metrics.csv").open("a", newline="")
+    writer = csv.DictWriter(metrics, fieldnames=fields, extrasaction="ignore")
+    if start == 0:
+        writer.writeheader()
+    monitor = RewardHackingMonitor(cfg.hack_r_w_min, cfg.hack_r_l_min)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    policy.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"{cfg.loss} round {k}",
+               disable=not progress)
+    for step in bar:
+        draws = sampler.next_batch()
+        batch = torch.utils.data.default_collate([_sample(buffers[name], i) for name, i in draws])
+        losses = preference_losses(policy, reference, batch, gen)
+        try:
+            loss, stats = loss_fn(*losses, **weights)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"round {k} step {step}: {e}; the last good checkpoint is kept in "
+                                     f"{out / 'checkpoints'}") from None
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        optim.zero_grad(set_to_none=True)
+        log = step % cfg.log_every == 0 or step == cfg.steps - 1
+        if log:  # per-term gradient norms (SPEC §4: what to log)
+            for name, term in loss_terms(cfg.loss, *losses, **weights).items():
+                grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+                stats[f"grad_{name}"] = float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)))
+        loss.backward()
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        optim.step()
+        alarm = monitor.update(stats["r_w"], stats["r_l"])
+        if log:
+            writer.writerow({"step": step, "lr": lr_at(step, cfg), "elapsed_s": round(time.perf_counter() - t0, 2),
+                             **{k_: round(v, 6) for k_, v in stats.items()}})
+            metrics.flush()
+            bar.set_postfix(r_w=f"{stats['r_w']:.2f}", r_l=f"{stats['r_l']:.2f}", acc=f"{stats['accuracy']:.2f}")
+        if alarm and not monitor.warned:
+            monitor.warned = True
+            warnings.warn(f"round {k} step {step}: {alarm}", stacklevel=1)
+            (out / "reward_hacking.txt").write_text(f"step {step}: {alarm}\n")
+        if alarm and cfg.stop_on_hacking:
+            save_checkpoint(out, step + 1, policy, optim, gen, {"sampler": sampler.state()})
+            raise RewardHacking(f"round {k} step {step}: {alarm} (--stop-on-hacking)")
+        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(out, step + 1, policy, optim, gen, {"sampler": sampler.state()})
+    metrics.close()
+    policy.save(out / "policy")
+    return policy
+
+
+# ---------------------------------------------------------------------------------------------- the rounds
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "mujoco", "lerobot", "numpy", "mink", "gymnasium"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
+    """Paper Algorithm 2: ``cfg.rounds`` rounds of collect -> tuples -> fine-tune -> evaluate."""
+    from benchmarks.evaluate import evaluate, resolve_policy_dir
+    from envs.expert_eval import summarize
+    from flowpro.collect import collect
+
+    cfg.validate()
+    out = Path(cfg.out)
+    base_dir = resolve_policy_dir(cfg.base)
+    base_cfg_file = base_dir.parent / "train_config.json"
+    demos = cfg.demos or (json.loads(base_cfg_file.read_text())["dataset"] if base_cfg_file.exists() else None)
+    if demos is None:
+        raise ValueError(f"no --demos given and {base_cfg_file} does not name the SFT dataset")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"config": asdict(cfg), "versions": _versions(), "base_policy": str(base_dir), "demos": demos}
+    config_file = out / "config.json"
+    if config_file.exists() and json.loads(config_file.read_text())["config"] != record["config"]:
+        raise ValueError(f"{out} holds a run with a different configuration; choose another --out")
+    config_file.write_text(json.dumps(record, indent=2) + "\n")
+
+    base = FlowPolicy.load(base_dir)
+    c = base.config
+    use_images, env_state = bool(c.cameras), bool(c.env_state_dim)
+    sft_data = ChunkDataset(demos, c, use_images=use_images, env_state=env_state)
+    policy_dir, previous, summary = base_dir, [], {"rounds": []}
+    for k in range(1, cfg.rounds + 1):
+        rdir = out / f"round_{k}"
+        done_file = rdir / "round.json"
+        if done_file.exists():
+            summary["rounds"].append(json.loads(done_file.read_text()))
+            policy_dir = rdir / "train" / "policy" if (rdir / "train" / "policy").exists() else policy_dir
+            if (rdir / "pairs" / "meta/info.json").exists():
+                previous.append(PreferenceDataset(rdir / "pairs", c, use_images=use_images, env_state=env_state))
+            continue
+        t0 = time.perf_counter()
+        print(f"[round {k}/{cfg.rounds}] collecting {cfg.pairs_in_round(k)} pairs with {policy_dir}", file=sys.stderr)
+        coll = collect(cfg.task, policy_dir, cfg.pairs_in_round(k), k, rdir / "pairs", seed=100_000 * (cfg.seed + 1) + 10_000 * k,
+                       workers=cfg.workers, operator_kwargs={"handback": cfg.handback, "stall_s": cfg.stall_s}, progress=progress)
+        row: dict[str, Any] = {"round": k, "collection": coll}
+        if coll["pairs"] == 0:
+            if not cfg.skip_empty_rounds:
+                raise ValueError(f"round {k} collected no pairs in {coll.get('rollouts', 0)} rollouts "
+                                 "(pass --skip-empty-rounds to go on)")
+            warnings.warn(f"round {k}: no pairs; skipping its training", stacklevel=1)
+            row["skipped"] = True
+        else:
+            current = PreferenceDataset(rdir / "pairs", c, use_images=use_images, env_state=env_state)
+            row["tuples"] = {"total": len(current), "case1": int((current.source == "l").sum()),
+                             "short_pairs": current.short_pairs}
+            buffers = {CURRENT: current, SFT: sft_data}
+            if previous:
+                buffers[PREVIOUS] = torch.utils.data.ConcatDataset(previous)
+            policy = FlowPolicy.load(policy_dir)
+            reference = frozen_reference(base if cfg.reference == "sft" else policy)
+            print(f"[round {k}/{cfg.rounds}] {cfg.loss}: {cfg.steps} steps on {len(current)} tuples "
+                  f"(+{sum(len(p) for p in previous)} earlier, {len(sft_data)} SFT)", file=sys.stderr)
+            finetune_round(cfg, k, policy, reference, buffers, rdir / "train", progress)
+            policy_dir = rdir / "train" / "policy"
+            previous.append(current)
+        if cfg.eval_rollouts:
+            row["evaluation"] = {}
+            for split in cfg.eval_splits.split(","):
+                seeds = list(range(1000, 1000 + cfg.eval_rollouts))
+                results = evaluate(cfg.task, policy_dir, seeds, split, cfg.workers)
+                row["evaluation"][split] = {**summarize(results), "rollouts": results}
+                print(f"[round {k}/{cfg.rounds}] {split}: SR {row['evaluation'][split]['success_rate']:.2f}",
+                      file=sys.stderr)
+        row["policy"] = str(policy_dir)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        done_file.write_text(json.dumps(row, indent=2) + "\n")
+        summary["rounds"].append(row)
+    sr = {r["round"]: {s: e["success_rate"] for s, e in r.get("evaluation", {}).items()} for r in summary["rounds"]}
+    result = {"out": str(out), "loss": cfg.loss, "success_rate_per_round": sr, "policy": str(policy_dir)}
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,115 @@
+"""The preference step and one real FlowPRO round (issue 6)."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from envs.record import record
+from flowpro.data import ACTION_L
+from flowpro.finetune import (RewardHackingMonitor, RPROConfig, check_reference, frozen_reference,
+                              preference_losses, run_rounds)
+from flowpro.losses import loss_terms
+from flowpro.policies import BuiltinConfig, BuiltinVLA
+from flowpro.train import SFTConfig, main as train_main, train_sft
+
+B, H = 6, 30
+
+
+def _policy(**kw):
+    torch.manual_seed(0)
+    return BuiltinVLA(BuiltinConfig(**{"use_images": False, "cameras": (), "env_state_dim": 5, "d_model": 32,
+                                       "n_layers": 1, "n_heads": 2, **kw}))
+
+
+def _batch(n_identical: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    a_w = torch.randn(B, H, 20, generator=g)
+    a_l = a_w.clone()
+    a_l[n_identical:] += torch.randn(B - n_identical, H, 20, generator=g)
+    return {"observation.state": torch.randn(B, 20, generator=g), "observation.environment_state": torch.randn(B, 5, generator=g),
+            "task": ["plug it in"] * B, "action": a_w, ACTION_L: a_l, "action_is_pad": torch.zeros(B, H, dtype=torch.bool)}
+
+
+def test_shared_draws_give_zero_rewards_for_a_fresh_copy_and_equal_losses_for_identical_pairs():
+    policy = _policy()
+    ref = frozen_reference(policy)
+    l_tw, l_tl, l_rw, l_rl = preference_losses(policy, ref, _batch(n_identical=2), torch.Generator().manual_seed(1))
+    assert torch.equal(l_tw.detach(), l_rw) and torch.equal(l_tl.detach(), l_rl)  # r_w = r_l = 0 exactly
+    assert torch.equal(l_tw[:2], l_tl[:2]) and not torch.equal(l_tw[2:], l_tl[2:])
+
+
+def test_identical_pairs_are_scored_once_and_their_contrastive_gradient_is_zero():
+    policy = _policy()
+    calls = []
+    real = policy.velocity
+    policy.velocity = lambda enc, x, t, c=None: calls.append(x.shape[0]) or real(enc, x, t, c)
+    ref = frozen_reference(_policy())
+    losses = preference_losses(policy, ref, _batch(n_identical=4), torch.Generator().manual_seed(1))
+    assert calls == [B, 2]  # a^w for all six tuples, a^l only for the two that differ
+    # all identical: the contrastive term carries no gradient at all
+    policy.velocity = real
+    losses = preference_losses(policy, ref, _batch(n_identical=B), torch.Generator().manual_seed(1))
+    term = loss_terms("rpro", *losses, beta=1000.0)["contrastive"]
+    grads = torch.autograd.grad(term, list(policy.parameters()), allow_unused=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_reference_of_another_architecture_is_refused():
+    with pytest.raises(ValueError, match="architecture differs"):
+        check_reference(_policy(), frozen_reference(_policy(d_model=64)))
+
+
+def test_reward_hacking_monitor():
+    m = RewardHackingMonitor(r_w_min=-5.0, r_l_min=-50.0, momentum=0.5)
+    assert m.update(0.5, -0.5) is None
+    for _ in range(10):
+        alarm = m.update(-20.0, -1.0)
+    assert "r_w" in alarm
+    m = RewardHackingMonitor(r_w_min=-5.0, r_l_min=-50.0, momentum=0.5)
+    for _ in range(10):
+        alarm = m.update(0.0, -500.0)
+    assert "r_l" in alarm
+
+
+def test_bad_settings_are_refused(tmp_path):
+    for kw, msg in (({"beta": 0.0}, "beta"), ({"loss": "ipo"}, "unknown loss"), ({"reference": "x"}, "reference")):
+        with pytest.raises(ValueError, match=msg):
+            RPROConfig(task="usb", base="x", out=str(tmp_path), **kw).validate()
+
+
+@pytest.fixture(scope="module")
+def usb_base(tmp_path_factory):
+    """A tiny state-only SFT policy on one USB demonstration."""
+    root = tmp_path_factory.mktemp("usb")
+    record("usb", 1, "id", root / "demos", obs_mode="state", progress=False)
+    cfg = SFTConfig(task="usb", dataset=str(root / "demos"), out=str(root / "sft"), state_only=True, steps=4,
+                    batch_size=8, warmup=1, save_every=100,
+                    model='{"d_model": 32, "n_layers": 1, "n_heads": 2, "relative_actions": true}')
+    train_sft(cfg, progress=False)
+    return root
+
+
+def test_one_real_round_runs_end_to_end_and_resumes(usb_base, tmp_path, capsys):
+    out = tmp_path / "rpro"
+    argv = ["rpro", "--task", "usb", "--base", str(usb_base / "sft"), "--out", str(out), "--rounds", "1",
+            "--pairs", "1", "--steps", "3", "--batch-size", "8", "--warmup", "1", "--log-every", "1",
+            "--eval-rollouts", "1", "--eval-splits", "id", "--workers", "1", "--stall-s", "1.0"]
+    assert train_main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["success_rate_per_round"]) == {"1"} or set(result["success_rate_per_round"]) == {1}
+    r1 = json.loads((out / "round_1/round.json").read_text())
+    assert r1["collection"]["pairs"] == 1 and r1["tuples"]["total"] > 0
+    assert (out / "round_1/train/policy/model.safetensors").exists()
+    rows = (out / "round_1/train/metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert len(rows) == 4 and {"r_w", "r_l", "margin", "accuracy", "grad_contrastive", "grad_sft"} <= set(header)
+    config = json.loads((out / "config.json").read_text())
+    assert config["versions"]["mujoco"] == "4.0.0" and config["config"]["loss"] == "rpro"
+    # a rerun finds the round done and changes nothing
+    before = (out / "round_1/round.json").read_text()
+    assert train_main(argv) == 0
+    assert (out / "round_1/round.json").read_text() == before
+    # the same directory with another configuration is refused
+    assert train_main(argv[:-2] + ["--stall-s", "2.0"]) == 2
