@@ -124,17 +124,20 @@ def select_rows(batch: dict[str, Any], idx: Tensor) -> dict[str, Any]:
 
 def _chunk_losses(model: FlowPolicy, batch: dict[str, Any], noise: Tensor, t: Tensor, differ: Tensor
                   ) -> tuple[Tensor, Tensor]:
-    """``l(s, a^w)`` and ``l(s, a^l)`` with the observation encoded once; ``a^l`` is evaluated only
-    where it differs from ``a^w`` (identical pairs reuse ``l(s, a^w)``: exactly equal, SPEC §3)."""
+    """``l(s, a^w)`` and ``l(s, a^l)`` with the observation encoded once; ``a^l`` is scored only
+    where it differs from ``a^w`` (identical pairs reuse ``l(s, a^w)``: exactly equal, SPEC §3),
+    in the same action-expert pass as the ``a^w`` chunks."""
     enc = model.encode(batch)
-    l_w = model.per_sample_loss(batch, noise, t, enc)
     if not differ.any():
+        l_w = model.per_sample_loss(batch, noise, t, enc)
         return l_w, l_w
-    idx = differ.nonzero().flatten()
-    sub = select_rows(batch, idx)
-    sub[ACTION] = batch[ACTION_L][idx]
-    l_l_sub = model.per_sample_loss(sub, noise[idx], t[idx], model.select_encoding(enc, idx))
-    return l_w, l_w.index_put((idx,), l_l_sub)
+    b, idx = differ.shape[0], differ.nonzero().flatten()
+    rows = torch.cat([torch.arange(b, device=idx.device), idx])
+    both = select_rows(batch, rows)
+    both[ACTION] = torch.cat([batch[ACTION], batch[ACTION_L][idx]])
+    losses = model.per_sample_loss(both, noise[rows], t[rows], model.select_encoding(enc, rows))
+    l_w = losses[:b]
+    return l_w, l_w.index_put((idx,), losses[b:])
 
 
 def preference_losses(policy: FlowPolicy, reference: FlowPolicy, batch: dict[str, Any],

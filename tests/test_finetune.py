@@ -47,7 +47,7 @@ def test_identical_pairs_are_scored_once_and_their_contrastive_gradient_is_zero(
     policy.velocity = lambda enc, x, t, c=None: calls.append(x.shape[0]) or real(enc, x, t, c)
     ref = frozen_reference(_policy())
     losses = preference_losses(policy, ref, _batch(n_identical=4), torch.Generator().manual_seed(1))
-    assert calls == [B, 2]  # a^w for all six tuples, a^l only for the two that differ
+    assert calls == [B + 2]  # one pass: a^w for all six tuples, a^l only for the two that differ
     # all identical: the contrastive term carries no gradient at all
     policy.velocity = real
     losses = preference_losses(policy, ref, _batch(n_identical=B), torch.Generator().manual_seed(1))
