@@ -147,7 +147,7 @@ class PreferenceDataset(EpisodeFrames):
         role = np.asarray([r[0] if isinstance(r, list) else r for r in role])
         pair_id = np.asarray(self.hf["pair_id"]).reshape(len(role), -1)[:, 0]
         pairs = split_pairs(pair_id, role, self.state.double().numpy(), self.action.double().numpy())
-        frames, a_w, a_l, pads, sources = [], [], [], [], []
+        frames, a_w, a_l, pads, sources, pair_of = [], [], [], [], [], []
         self.short_pairs = 0
         for p in pairs:
             t = build_pair_tuples(p.states_l, p.actions_l, p.states_w, p.actions_w, h, m)
@@ -157,6 +157,7 @@ class PreferenceDataset(EpisodeFrames):
             frame[on_l], frame[~on_l] = p.index_l[t.frame[on_l]], p.index_w[t.frame[~on_l]]
             frames.append(frame)
             a_w.append(t.a_w), a_l.append(t.a_l), pads.append(t.pad), sources.append(t.source)
+            pair_of.append(np.full(len(t), p.pair_id))
         if self.short_pairs:
             warnings.warn(f"{self.root}: {self.short_pairs} of {len(pairs)} pairs have tau^l of at most H={h} "
                           "frames and give no Case-1 tuples", stacklevel=2)
@@ -166,6 +167,7 @@ class PreferenceDataset(EpisodeFrames):
         self.a_l = torch.from_numpy(np.concatenate(a_l)).float()
         self.pad = torch.from_numpy(np.concatenate(pads))
         self.source = np.concatenate(sources)
+        self.pair_of = np.concatenate(pair_of)  # the pair each tuple comes from
 
     def __len__(self) -> int:
         return len(self.frame)

@@ -42,7 +42,8 @@ class RPROConfig:
     base: str  # the SFT run (or its policy directory)
     out: str
     rounds: int = 3
-    loss: str = "rpro"  # rpro | pro | dpo | dpo_sft | sft (the ablations, same data and schedule)
+    method: str = "flowpro"  # flowpro | dagger | dagger_buffered | pi06star | tpo (baselines/)
+    loss: str = "rpro"  # flowpro's loss: rpro | pro | dpo | dpo_sft | sft (the ablations, same data and schedule)
     beta: float = 1000.0
     lambda_pro: float = 1.0
     lambda_sft: float = 1.0
@@ -69,6 +70,8 @@ class RPROConfig:
     log_every: int = 25
     workers: int | None = None
     demos: str | None = None  # D_SFT (default: the base run's dataset)
+    cfg_weight: float = 1.0  # pi06star: classifier-free guidance weight at inference (1 = plain conditional)
+    tpo_states: int = 8  # tpo: states sub-sampled per trajectory for the trajectory-summed reward
 
     def pairs_in_round(self, k: int) -> int:
         counts = [int(x) for x in self.pairs.split(",")]
@@ -76,6 +79,7 @@ class RPROConfig:
 
     def validate(self) -> None:
         get_loss(self.loss)
+        get_method(self.method)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.reference not in ("previous", "sft"):
@@ -171,23 +175,69 @@ def check_reference(policy: FlowPolicy, reference: FlowPolicy) -> None:
                          f"({type(reference).__name__} vs {type(policy).__name__}; config fields differing: {diff})")
 
 
+# ---------------------------------------------------------------------------------------------- methods
+class Method:
+    """What differs between FlowPRO and its baselines on the same rounds: which buffers a round
+    trains on (and at which ratios), how a policy is prepared, and the loss of one batch.
+    Everything else (collection, schedule, checkpoints, evaluation) is shared."""
+
+    name = "flowpro"
+    uses_reference = True
+
+    def __init__(self, cfg: RPROConfig):
+        self.cfg = cfg
+
+    def prepare(self, policy: FlowPolicy) -> FlowPolicy:
+        """The policy to fine-tune, made from the base policy (once, before round 1)."""
+        return policy
+
+    def buffers(self, current: PreferenceDataset, previous: list[PreferenceDataset], sft: Any) -> dict[str, Any]:
+        out = {CURRENT: current, SFT: sft}
+        if previous:
+            out[PREVIOUS] = torch.utils.data.ConcatDataset(previous)
+        return out
+
+    def ratios(self, k: int, buffers: dict[str, Any]) -> dict[str, float]:
+        """SPEC §6: 80/20 in round 1, 70/15/15 after (only the buffers that exist)."""
+        return {name: r for name, r in round_ratios(k).items() if name in buffers}
+
+    def batch_loss(self, policy: FlowPolicy, reference: FlowPolicy | None, batch: dict[str, Any],
+                   generator: torch.Generator, log_terms: bool) -> tuple[Tensor, dict[str, float], dict[str, Tensor]]:
+        """FlowPRO: the chosen loss of the RPRO family on preference tuples (SPEC §4)."""
+        c = self.cfg
+        weights = dict(beta=c.beta, lambda_pro=c.lambda_pro, lambda_sft=c.lambda_sft, reg_weight=c.reg_weight)
+        losses = preference_losses(policy, reference, batch, generator)
+        loss, stats = get_loss(c.loss)(*losses, **weights)
+        return loss, stats, (loss_terms(c.loss, *losses, **weights) if log_terms else {})
+
+
+def get_method(name: str) -> type[Method]:
+    from baselines import BASELINES
+
+    methods = {"flowpro": Method, **BASELINES}
+    if name not in methods:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(methods)}")
+    return methods[name]
+
+
 # ---------------------------------------------------------------------------------------------- one round
-def _sample(ds: Any, i: int) -> dict[str, Any]:
-    """A training sample with the tuple keys; a demonstration is the identical pair (Case 3)."""
-    x = ds[i]
-    keep = {k: v for k, v in x.items() if k not in ("source", "index")}
-    keep.setdefault(ACTION_L, x[ACTION])
-    return keep
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch of tuples; a demonstration sample is the identical pair (Case 3: ``a^l = a^w``)."""
+    rows = []
+    for x in samples:
+        row = {k: v for k, v in x.items() if k not in ("source", "index")}
+        row.setdefault(ACTION_L, x[ACTION])
+        rows.append(row)
+    return torch.utils.data.default_collate(rows)
 
 
-def finetune_round(cfg: RPROConfig, k: int, policy: FlowPolicy, reference: FlowPolicy,
+def finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, reference: FlowPolicy | None,
                    buffers: dict[str, Any], out: Path, progress: bool = True) -> FlowPolicy:
     """Fine-tune ``policy`` for ``cfg.steps`` steps on mixed batches; resumable from ``out``."""
-    check_reference(policy, reference)
-    loss_fn = get_loss(cfg.loss)
-    weights = dict(beta=cfg.beta, lambda_pro=cfg.lambda_pro, lambda_sft=cfg.lambda_sft, reg_weight=cfg.reg_weight)
-    ratios = {name: r for name, r in round_ratios(k).items() if name in buffers}
-    sampler = MixingSampler({n: len(d) for n, d in buffers.items()}, ratios, cfg.batch_size, seed=cfg.seed * 1000 + k)
+    if reference is not None:
+        check_reference(policy, reference)
+    sampler = MixingSampler({n: len(d) for n, d in buffers.items()}, method.ratios(k, buffers),
+                            getattr(method, "items_per_batch", cfg.batch_size), seed=cfg.seed * 1000 + k)
     optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + k)
     start, last = 0, out / "checkpoints" / "last.json"
@@ -218,30 +268,33 @@ def finetune_round(cfg: RPROConfig, k: int, policy: FlowPolicy, reference: FlowP
                disable=not progress)
     for step in bar:
         draws = sampler.next_batch()
-        batch = torch.utils.data.default_collate([_sample(buffers[name], i) for name, i in draws])
-        losses = preference_losses(policy, reference, batch, gen)
+        batch = collate([buffers[name][i] for name, i in draws])
+        log = step % cfg.log_every == 0 or step == cfg.steps - 1
         try:
-            loss, stats = loss_fn(*losses, **weights)
+            loss, stats, terms = method.batch_loss(policy, reference, batch, gen, log)
         except FloatingPointError as e:
             raise FloatingPointError(f"round {k} step {step}: {e}; the last good checkpoint is kept in "
                                      f"{out / 'checkpoints'}") from None
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"round {k} step {step}: non-finite loss {loss.item()}; the last good "
+                                     f"checkpoint is kept in {out / 'checkpoints'}")
         for group in optim.param_groups:
             group["lr"] = lr_at(step, cfg)
         optim.zero_grad(set_to_none=True)
-        log = step % cfg.log_every == 0 or step == cfg.steps - 1
         if log:  # per-term gradient norms (SPEC §4: what to log)
-            for name, term in loss_terms(cfg.loss, *losses, **weights).items():
+            for name, term in terms.items():
                 grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
                 stats[f"grad_{name}"] = float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)))
         loss.backward()
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         optim.step()
-        alarm = monitor.update(stats["r_w"], stats["r_l"])
+        alarm = monitor.update(stats["r_w"], stats["r_l"]) if "r_w" in stats else None
         if log:
             writer.writerow({"step": step, "lr": lr_at(step, cfg), "elapsed_s": round(time.perf_counter() - t0, 2),
                              **{k_: round(v, 6) for k_, v in stats.items()}})
             metrics.flush()
-            bar.set_postfix(r_w=f"{stats['r_w']:.2f}", r_l=f"{stats['r_l']:.2f}", acc=f"{stats['accuracy']:.2f}")
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", **({"r_w": f"{stats['r_w']:.2f}", "r_l": f"{stats['r_l']:.2f}"}
+                                                           if "r_w" in stats else {}))
         if alarm and not monitor.warned:
             monitor.warned = True
             warnings.warn(f"round {k} step {step}: {alarm}", stacklevel=1)
@@ -291,6 +344,8 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
 
     base = FlowPolicy.load(base_dir)
     c = base.config
+    method = get_method(cfg.method)(cfg)
+    label = cfg.loss if cfg.method == "flowpro" else cfg.method
     use_images, env_state = bool(c.cameras), bool(c.env_state_dim)
     sft_data = ChunkDataset(demos, c, use_images=use_images, env_state=env_state)
     policy_dir, previous, summary = base_dir, [], {"rounds": []}
@@ -318,14 +373,14 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
             current = PreferenceDataset(rdir / "pairs", c, use_images=use_images, env_state=env_state)
             row["tuples"] = {"total": len(current), "case1": int((current.source == "l").sum()),
                              "short_pairs": current.short_pairs}
-            buffers = {CURRENT: current, SFT: sft_data}
-            if previous:
-                buffers[PREVIOUS] = torch.utils.data.ConcatDataset(previous)
-            policy = FlowPolicy.load(policy_dir)
-            reference = frozen_reference(base if cfg.reference == "sft" else policy)
-            print(f"[round {k}/{cfg.rounds}] {cfg.loss}: {cfg.steps} steps on {len(current)} tuples "
+            buffers = method.buffers(current, previous, sft_data)
+            policy = FlowPolicy.load(policy_dir) if policy_dir != base_dir else method.prepare(FlowPolicy.load(base_dir))
+            reference = None
+            if method.uses_reference:
+                reference = frozen_reference(method.prepare(base) if cfg.reference == "sft" else policy)
+            print(f"[round {k}/{cfg.rounds}] {label}: {cfg.steps} steps on {len(current)} tuples "
                   f"(+{sum(len(p) for p in previous)} earlier, {len(sft_data)} SFT)", file=sys.stderr)
-            finetune_round(cfg, k, policy, reference, buffers, rdir / "train", progress)
+            finetune_round(cfg, k, method, policy, reference, buffers, rdir / "train", progress)
             policy_dir = rdir / "train" / "policy"
             previous.append(current)
         if cfg.eval_rollouts:
@@ -341,6 +396,7 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
         done_file.write_text(json.dumps(row, indent=2) + "\n")
         summary["rounds"].append(row)
     sr = {r["round"]: {s: e["success_rate"] for s, e in r.get("evaluation", {}).items()} for r in summary["rounds"]}
-    result = {"out": str(out), "loss": cfg.loss, "success_rate_per_round": sr, "policy": str(policy_dir)}
+    result = {"out": str(out), "method": cfg.method, "loss": cfg.loss, "success_rate_per_round": sr,
+              "policy": str(policy_dir)}
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -10,7 +10,8 @@ from envs.rollout import ExpertPolicy
 from flowpro.collect import collect, intervention_rollout
 from flowpro.data import ACTION_L, PreferenceDataset
 from flowpro.operator import OracleOperator
-from flowpro.policies import BuiltinConfig, BuiltinVLA
+from conftest import STILL_OPERATOR as OPERATOR
+from flowpro.policies import BuiltinConfig
 from flowpro.policies.base import ACTION, ACTION_PAD
 from flowpro.tuples import load_pairs
 
@@ -79,29 +80,12 @@ def test_operator_settings_are_checked(usb_env):
         OracleOperator(usb_env.task, margin_steps=(10, 5))
 
 
-@pytest.fixture(scope="module")
-def still_policy(tmp_path_factory, usb_env):
-    """A state-only policy that holds the home pose (tiny action std): the oracle sees it stall."""
-    obs, _ = usb_env.reset(seed=0)
-    dim = obs["environment_state"].shape[0]
-    policy = BuiltinVLA(BuiltinConfig(use_images=False, cameras=(), env_state_dim=dim, d_model=32, n_layers=1, n_heads=2))
-    policy.action_norm.set_stats(torch.tensor(obs["agent_pos"]), torch.zeros(20))
-    out = tmp_path_factory.mktemp("still") / "policy"
-    policy.save(out)
-    return out
-
-
-OPERATOR = {"stall_s": 1.5, "margin_steps": (5, 40)}
-
-
 def _actions(root):
     return [(p.pair_id, p.actions_l.round(6).tolist(), p.actions_w.round(6).tolist()) for p in load_pairs(root)]
 
 
-def test_collection_writes_pairs_resumes_and_loses_no_completed_pair(tmp_path, still_policy, monkeypatch):
-    full = tmp_path / "full"
-    s = collect("usb", still_policy, 2, 1, full, workers=1, operator_kwargs=OPERATOR, progress=False, pictures=1)
-    assert s["pairs"] == 2 and s["failure_kinds"].get("stall", 0) >= 2
+def test_collection_writes_pairs_resumes_and_loses_no_completed_pair(tmp_path, still_policy, usb_pairs, monkeypatch):
+    full = usb_pairs
     pairs = load_pairs(full)
     assert [p.pair_id for p in pairs] == [0, 1]
     assert (full / "pictures/pair_000000_rollback.png").exists() and (full / "pictures/pair_000000_bridges.png").exists()

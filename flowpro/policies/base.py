@@ -161,16 +161,30 @@ class FlowPolicy(nn.Module, ABC):
     @torch.no_grad()
     def sample_actions(self, batch: dict[str, Any], num_steps: int | None = None, noise: Tensor | None = None,
                        condition: Tensor | None = None) -> Tensor:
-        """Euler integration of the flow from t = 1 (noise) to 0 (data); unnormalised [B, H, A]."""
+        """Euler integration of the flow from t = 1 (noise) to 0 (data); unnormalised [B, H, A].
+
+        A conditioned policy uses ``condition`` (or ``batch['condition']``, or its config's
+        ``extra['inference_condition']``), with classifier-free guidance when
+        ``extra['cfg_weight'] != 1``: ``v = v_null + w (v_cond - v_null)``."""
         steps = num_steps or self.config.num_inference_steps
         enc = self.encode(batch)
         b = batch[OBS_STATE].shape[0]
         x = self.sample_noise(b) if noise is None else noise
         cond = batch.get(CONDITION) if condition is None else condition
+        if cond is None and "inference_condition" in self.config.extra:
+            cond = torch.full((b,), int(self.config.extra["inference_condition"]), device=x.device)
+        w = float(self.config.extra.get("cfg_weight", 1.0))
+        null = None
+        if cond is not None and w != 1.0:  # classifier-free guidance
+            null = torch.full_like(cond, int(self.config.extra["null_condition"]))
         dt = -1.0 / steps
         for i in range(steps):
             t = torch.full((b,), 1.0 + i * dt, device=x.device)
-            x = x + dt * self.velocity(enc, x, t, cond)
+            v = self.velocity(enc, x, t, cond)
+            if null is not None:
+                v_uncond = self.velocity(enc, x, t, null)
+                v = v_uncond + w * (v - v_uncond)
+            x = x + dt * v
         return self.actions_from_model(x, batch)
 
     # ------------------------------------------------------------------ action representation
