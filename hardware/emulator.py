@@ -1,0 +1,559 @@
+"""Loopback emulator of the X-Trainer's two Dobot Nova controllers (SPEC §8).
+
+``python -m hardware.emulator`` serves the Dobot TCP/IP protocol for both arms, by default the
+left arm on 127.0.0.1 and the right arm on 127.0.0.2, each on the standard ports 29999 (dashboard),
+30003 (motion, V3 firmware only) and 30004 (real-time feedback); addresses, ports and the firmware
+flavour (V3 | V4) are configurable. V4 firmware takes dashboard *and* motion commands on 29999;
+its feedback stays on 30004 as in Dobot's V4 SDK.
+
+**Joint model**: a kinematic joint integrator, not the MuJoCo model. ``ServoJ(q, t=...)`` moves the
+joint target linearly from the current target to ``q`` over ``t`` seconds (as the controller's
+servo interpolator does); the measured joints follow the target with a first-order lag
+(``tau_s``) under a joint speed cap. The tool vector comes from the DH forward kinematics of
+:mod:`envs.kinematics`, from which the MuJoCo model is built, so ToolVectorActual agrees with
+the simulator's tool site. Feedback packets are pushed every 8 ms.
+
+**Controller behaviour emulated**: RobotMode 4 (disabled) at power-on, ``EnableRobot`` → 5,
+7 while moving, 9 on an alarm; ``ClearError`` → 4, so ``EnableRobot`` must follow. A ServoJ
+target jumping more than ``max_servo_jump_deg`` from the current target raises an alarm (the
+real controller's following error); joint-limit violations are refused with −4000N. Commands are
+case-insensitive; unknown ones get −10000, wrong parameter counts −20000.
+
+**Fault injection** (:class:`Faults`, mutable while running, and :meth:`ArmEmulator.inject_error`,
+:meth:`ArmEmulator.drop_feedback`): error mode (RobotMode 9), dropped feedback connections,
+a paused (stale) feedback stream, packets with a wrong test value, delayed, malformed or split
+replies, and feedback packets split across TCP segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs.kinematics import ARM_SPECS, forward_kinematics
+from envs.xtrainer import HOME_DEG
+from hardware import dobot_protocol as dp
+
+FEEDBACK_PERIOD_S = 0.008
+DEFAULT_HOSTS = {"left": "127.0.0.1", "right": "127.0.0.2"}
+
+
+@dataclass
+class Faults:
+    """Faults to inject; tests flip these while the emulator runs."""
+
+    reply_delay_s: float = 0.0  # every reply is held back this long
+    malformed_replies: int = 0  # the next N replies are replaced by garbage
+    split_replies: int = 0  # send replies in chunks of this many bytes (separate segments)
+    split_feedback: int = 0  # send feedback packets in chunks of this many bytes
+    feedback_paused: bool = False  # keep the feedback connection open but send nothing
+    bad_test_value: int = 0  # the next N feedback packets carry a wrong test value
+    sticky_error: bool = False  # ClearError does not clear the alarm (a persisting fault)
+
+
+@dataclass
+class ArmState:
+    """The emulated controller's state (angles in degrees)."""
+
+    q_actual: np.ndarray
+    q_target: np.ndarray
+    qd_actual: np.ndarray = field(default_factory=lambda: np.zeros(6))
+    seg_from: np.ndarray | None = None
+    seg_to: np.ndarray | None = None
+    seg_start_s: float = 0.0
+    seg_duration_s: float = 0.0
+    mode: int = dp.MODE_DISABLED
+    error_code: int = 0
+    speed_factor: int = 100
+    acc_j: int = 100
+    speed_j: int = 100
+    tool_index: int = 0
+    tools: dict[int, tuple[float, ...]] = field(default_factory=lambda: {0: (0.0,) * 6})
+
+
+def tool_vector(T: np.ndarray) -> np.ndarray:
+    """Dobot tool vector ``(x, y, z mm, rx, ry, rz deg)`` of a 4x4 pose, ``R = Rz(rz) Ry(ry) Rx(rx)``."""
+    R = T[:3, :3]
+    ry = math.asin(max(-1.0, min(1.0, -R[2, 0])))
+    rx = math.atan2(R[2, 1], R[2, 2])
+    rz = math.atan2(R[1, 0], R[0, 0])
+    return np.r_[T[:3, 3] * 1000.0, np.rad2deg([rx, ry, rz])]
+
+
+def quaternion_wxyz(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion ``(w, x, y, z)`` of a rotation matrix, w >= 0."""
+    w = math.sqrt(max(0.0, 1.0 + R[0, 0] + R[1, 1] + R[2, 2])) / 2
+    x = math.copysign(math.sqrt(max(0.0, 1.0 + R[0, 0] - R[1, 1] - R[2, 2])) / 2, R[2, 1] - R[1, 2])
+    y = math.copysign(math.sqrt(max(0.0, 1.0 - R[0, 0] + R[1, 1] - R[2, 2])) / 2, R[0, 2] - R[2, 0])
+    z = math.copysign(math.sqrt(max(0.0, 1.0 - R[0, 0] - R[1, 1] + R[2, 2])) / 2, R[1, 0] - R[0, 1])
+    return np.array([w, x, y, z])
+
+
+class ArmEmulator:
+    """One Dobot controller on loopback: dashboard, motion (V3) and feedback servers.
+
+    Ports of 0 pick free ports; :attr:`ports` holds the bound ones after :meth:`start`.
+    """
+
+    def __init__(self, arm: str = "left", host: str | None = None, *, firmware: str = "V3",
+                 dashboard_port: int = dp.DASHBOARD_PORT, motion_port: int = dp.MOTION_PORT,
+                 feedback_port: int = dp.FEEDBACK_PORT, model: str = "nova2",
+                 q0_deg: np.ndarray | None = None, max_speed_deg_s: float = 180.0, tau_s: float = 0.015,
+                 max_servo_jump_deg: float = 60.0, servoj_replies: bool = False,
+                 feedback_period_s: float = FEEDBACK_PERIOD_S, faults: Faults | None = None):
+        if firmware not in dp.FIRMWARES:
+            raise ValueError(f"firmware must be one of {dp.FIRMWARES}, got {firmware!r}")
+        self.arm, self.host, self.firmware = arm, host or DEFAULT_HOSTS.get(arm, "127.0.0.1"), firmware
+        self.spec = ARM_SPECS[model]
+        self.limits_deg = np.array(self.spec.limits_deg, dtype=float)
+        q0 = np.array(HOME_DEG[arm] if q0_deg is None else q0_deg, dtype=float)
+        self.state = ArmState(q_actual=q0.copy(), q_target=q0.copy())
+        self.max_speed, self.tau, self.max_jump = max_speed_deg_s, tau_s, max_servo_jump_deg
+        self.servoj_replies, self.period = servoj_replies, feedback_period_s
+        self.faults = faults or Faults()
+        self.lock = threading.RLock()
+        self._want = {"dashboard": dashboard_port, "feedback": feedback_port}
+        if firmware == "V3":
+            self._want["motion"] = motion_port
+        self.ports: dict[str, int] = {}
+        self._listeners: dict[str, socket.socket] = {}
+        self._conns: dict[str, list[socket.socket]] = {k: [] for k in ("dashboard", "motion", "feedback")}
+        self._feedback_down_until = 0.0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.commands_seen: list[str] = []  # every command text received, for tests and demos
+        self.packets_sent = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "ArmEmulator":
+        """Bind the servers and start streaming (idempotent)."""
+        if self.ports:
+            return self
+        for kind, port in self._want.items():
+            sock = socket.create_server((self.host, port), reuse_port=False)
+            sock.settimeout(0.1)
+            self._listeners[kind] = sock
+            self.ports[kind] = sock.getsockname()[1]
+            self._spawn(self._accept_loop, kind, sock)
+        self._spawn(self._tick_loop)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        for sock in self._listeners.values():
+            sock.close()
+        with self.lock:
+            for conns in self._conns.values():
+                for c in conns:
+                    _close(c)
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+    def __enter__(self) -> "ArmEmulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _spawn(self, fn, *args) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True, name=f"emu-{self.arm}-{fn.__name__}")
+        t.start()
+        self._threads.append(t)
+
+    # ------------------------------------------------------------------ faults
+    def inject_error(self, code: int = 1) -> None:
+        """Put the controller in error mode (RobotMode 9), stopping any motion."""
+        with self.lock:
+            self.state.mode, self.state.error_code = dp.MODE_ERROR, code
+            self._halt()
+
+    def drop_feedback(self, down_s: float = 0.0) -> None:
+        """Close every feedback connection; refuse new ones for ``down_s`` seconds."""
+        with self.lock:
+            self._feedback_down_until = time.monotonic() + down_s
+            conns, self._conns["feedback"] = self._conns["feedback"], []
+        for c in conns:
+            _close(c)
+
+    def drop_commands(self) -> None:
+        """Close every dashboard and motion connection."""
+        with self.lock:
+            conns = self._conns["dashboard"] + self._conns["motion"]
+            self._conns["dashboard"], self._conns["motion"] = [], []
+        for c in conns:
+            _close(c)
+
+    # ------------------------------------------------------------------ servers
+    def _accept_loop(self, kind: str, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(None)
+            with self.lock:
+                if kind == "feedback" and time.monotonic() < self._feedback_down_until:
+                    _close(conn)
+                    continue
+                self._conns[kind].append(conn)
+            if kind != "feedback":
+                self._spawn(self._serve_commands, kind, conn)
+
+    def _serve_commands(self, kind: str, conn: socket.socket) -> None:
+        splitter = dp.CommandSplitter()
+        try:
+            while not self._stop.is_set():
+                data = conn.recv(4096)
+                if not data:
+                    return
+                for item in splitter.feed(data):
+                    reply = self._handle(kind, item)
+                    if reply is not None:
+                        self._send_reply(conn, reply)
+        except OSError:
+            return
+        finally:
+            with self.lock:
+                if conn in self._conns[kind]:
+                    self._conns[kind].remove(conn)
+            _close(conn)
+
+    def _send_reply(self, conn: socket.socket, reply: str) -> None:
+        f = self.faults
+        if f.reply_delay_s > 0:
+            time.sleep(f.reply_delay_s)
+        with self.lock:
+            malformed = f.malformed_replies > 0
+            if malformed:
+                f.malformed_replies -= 1
+        data = (b"#%&garbled" + reply[len(reply) // 2:].encode().replace(b";", b"") + b";") if malformed \
+            else reply.encode()
+        if f.split_replies > 0:
+            for i in range(0, len(data), f.split_replies):
+                conn.sendall(data[i:i + f.split_replies])
+                time.sleep(0.001)
+        else:
+            conn.sendall(data)
+
+    # ------------------------------------------------------------------ commands
+    def _handle(self, kind: str, item: dp.Command | dp.ProtocolError) -> str | None:
+        if isinstance(item, dp.ProtocolError):
+            return None  # bytes that are no command get no reply (there is no name to echo)
+        self.commands_seen.append(item.text)
+        name = item.name.lower()
+        motion = dp.is_motion_command(name)
+        if self.firmware == "V3" and motion != (kind == "motion"):
+            return dp.format_reply(-10000, [], item.text)  # wrong port for this firmware
+        handler = getattr(self, f"_cmd_{name}", None)
+        if handler is None:
+            return dp.format_reply(-10000, [], item.text)
+        with self.lock:
+            error_id, values = handler(item)
+        if name == "servoj" and not self.servoj_replies:
+            return None
+        return dp.format_reply(error_id, values, item.text)
+
+    def _nargs(self, c: dp.Command, *allowed: int) -> int:
+        return 0 if len(c.args) in allowed else -20000
+
+    def _int_arg(self, c: dp.Command, i: int, lo: int, hi: int) -> tuple[int, int]:
+        """(error id, value) of the i-th (0-based) integer parameter within [lo, hi]."""
+        try:
+            v = int(c.args[i])
+        except ValueError:
+            return -30001 - i, 0
+        return (0, v) if lo <= v <= hi else (-40001 - i, v)
+
+    def _cmd_enablerobot(self, c: dp.Command):
+        if self.state.mode == dp.MODE_ERROR:
+            return -2, []
+        self.state.mode = dp.MODE_ENABLED
+        return 0, []
+
+    def _cmd_disablerobot(self, c: dp.Command):
+        if self.state.mode != dp.MODE_ERROR:
+            self.state.mode = dp.MODE_DISABLED
+        self._halt()
+        return 0, []
+
+    def _cmd_clearerror(self, c: dp.Command):
+        if self.state.mode == dp.MODE_ERROR and not self.faults.sticky_error:
+            self.state.mode, self.state.error_code = dp.MODE_DISABLED, 0
+        return 0, []
+
+    def _cmd_resetrobot(self, c: dp.Command):
+        self._halt()
+        return 0, []
+
+    _cmd_stop = _cmd_resetrobot
+
+    def _cmd_emergencystop(self, c: dp.Command):
+        self.inject_error(code=-3)
+        return 0, []
+
+    def _ratio(self, c: dp.Command, attr: str):
+        if (e := self._nargs(c, 1)) != 0:
+            return e, []
+        e, v = self._int_arg(c, 0, 1, 100)
+        if e == 0:
+            setattr(self.state, attr, v)
+        return e, []
+
+    def _cmd_speedfactor(self, c):
+        return self._ratio(c, "speed_factor")
+
+    def _cmd_accj(self, c):
+        return self._ratio(c, "acc_j")
+
+    def _cmd_speedj(self, c):
+        return self._ratio(c, "speed_j")
+
+    def _cmd_settool(self, c: dp.Command):
+        if (e := self._nargs(c, 2)) != 0:
+            return e, []
+        e, index = self._int_arg(c, 0, 0, 50)
+        if e:
+            return e, []
+        try:
+            values = tuple(float(v) for v in dp.split_params(c.args[1].strip()[1:-1]))
+        except ValueError:
+            return -30002, []
+        if not c.args[1].strip().startswith("{") or len(values) != 6:
+            return -30002, []
+        self.state.tools[index] = values
+        return 0, []
+
+    def _cmd_tool(self, c: dp.Command):
+        if (e := self._nargs(c, 1)) != 0:
+            return e, []
+        e, index = self._int_arg(c, 0, 0, 50)
+        if e == 0 and index not in self.state.tools:
+            e = -40001
+        if e == 0:
+            self.state.tool_index = index
+        return e, []
+
+    def _cmd_robotmode(self, c):
+        return 0, [self.state.mode]
+
+    def _cmd_getangle(self, c):
+        return 0, [float(v) for v in self.state.q_actual]
+
+    def _cmd_getpose(self, c):
+        return 0, [float(v) for v in self._tool_vector(self.state.q_actual)]
+
+    def _cmd_geterrorid(self, c):
+        return 0, [self.state.error_code]
+
+    def _joint_args(self, c: dp.Command) -> tuple[int, np.ndarray]:
+        if len(c.args) != 6:
+            return -20000, np.zeros(6)
+        try:
+            q = np.array([float(a) for a in c.args])
+        except ValueError:
+            return -30001, np.zeros(6)
+        for i, (lo, hi) in enumerate(self.limits_deg):
+            if not lo <= q[i] <= hi:
+                return -40001 - i, q
+        return 0, q
+
+    def _cmd_servoj(self, c: dp.Command):
+        e, q = self._joint_args(c)
+        if e:
+            return e, []
+        try:
+            t = float(c.kwargs.get("t", 0.1))
+        except ValueError:
+            return -30007, []
+        if not 0.004 <= t <= 3600:
+            return -40007, []
+        return self._start_segment(q, t)
+
+    def _cmd_jointmovj(self, c: dp.Command):
+        e, q = self._joint_args(c)
+        if e:
+            return e, []
+        speed = self.max_speed * self.state.speed_j / 100 * self.state.speed_factor / 100
+        duration = max(float(np.max(np.abs(q - self.state.q_target))) / max(speed, 1e-6), 0.008)
+        return self._start_segment(q, duration, check_jump=False)
+
+    def _start_segment(self, q: np.ndarray, duration: float, check_jump: bool = True):
+        s = self.state
+        if s.mode == dp.MODE_ERROR:
+            return -2, []
+        if s.mode not in (dp.MODE_ENABLED, dp.MODE_RUNNING):
+            return -1, []
+        now = time.monotonic()
+        current = self._segment_target(now)
+        if check_jump and np.max(np.abs(q - current)) > self.max_jump:
+            self.inject_error(code=22)  # the real controller alarms on a servo jump
+            return -2, []
+        s.seg_from, s.seg_to, s.seg_start_s, s.seg_duration_s = current, q, now, duration
+        s.mode = dp.MODE_RUNNING
+        return 0, []
+
+    # ------------------------------------------------------------------ joint model
+    def _halt(self) -> None:
+        s = self.state
+        s.seg_from = s.seg_to = None
+        s.q_target = s.q_actual.copy()
+
+    def _segment_target(self, now: float) -> np.ndarray:
+        s = self.state
+        if s.seg_to is None:
+            return s.q_target.copy()
+        alpha = min(1.0, (now - s.seg_start_s) / s.seg_duration_s)
+        return s.seg_from + alpha * (s.seg_to - s.seg_from)
+
+    def _integrate(self, now: float, dt: float) -> None:
+        s = self.state
+        if s.mode in (dp.MODE_ENABLED, dp.MODE_RUNNING):
+            s.q_target = self._segment_target(now)
+        step = (s.q_target - s.q_actual) * min(1.0, dt / self.tau)
+        step = np.clip(step, -self.max_speed * dt, self.max_speed * dt)
+        s.q_actual = s.q_actual + step
+        s.qd_actual = step / dt
+        if s.mode == dp.MODE_RUNNING and s.seg_to is not None and now - s.seg_start_s >= s.seg_duration_s \
+                and np.max(np.abs(s.q_target - s.q_actual)) < 1e-3:
+            s.mode = dp.MODE_ENABLED
+
+    def _tool_vector(self, q_deg: np.ndarray) -> np.ndarray:
+        tool = self.state.tools.get(self.state.tool_index, (0.0,) * 6)
+        return tool_vector(forward_kinematics(np.deg2rad(q_deg), self.spec, tool=tool[2] / 1000.0))
+
+    def packet(self) -> bytes:
+        """The feedback packet for the current state."""
+        s = self.state
+        T = forward_kinematics(np.deg2rad(s.q_actual), self.spec,
+                               tool=s.tools.get(s.tool_index, (0.0,) * 6)[2] / 1000.0)
+        fields = dict(
+            robot_mode=s.mode, timestamp_ms=int(time.time() * 1000), speed_scaling=s.speed_factor / 100,
+            q_target=s.q_target, q_actual=s.q_actual, qd_actual=s.qd_actual,
+            tool_vector_actual=tool_vector(T), tool_vector_target=self._tool_vector(s.q_target),
+            motor_temperatures=np.full(6, 35.0), enable_status=int(s.mode in (dp.MODE_ENABLED, dp.MODE_RUNNING)),
+            running_status=int(s.mode == dp.MODE_RUNNING), error_status=int(s.mode == dp.MODE_ERROR),
+            robot_type=self.spec.robot_type, actual_quaternion=quaternion_wxyz(T[:3, :3]))
+        if self.faults.bad_test_value > 0:
+            self.faults.bad_test_value -= 1
+            fields["test_value"] = 0xDEADBEEF
+        return dp.encode_feedback(fields)
+
+    def _tick_loop(self) -> None:
+        last = time.monotonic()
+        next_t = last
+        while not self._stop.is_set():
+            next_t += self.period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # fell behind: do not burst
+            now = time.monotonic()
+            with self.lock:
+                self._integrate(now, max(now - last, 1e-6))
+                last = now
+                if self.faults.feedback_paused or not self._conns["feedback"]:
+                    continue
+                data = self.packet()
+                conns = list(self._conns["feedback"])
+            for conn in conns:
+                self._push(conn, data)
+
+    def _push(self, conn: socket.socket, data: bytes) -> None:
+        chunk = self.faults.split_feedback
+        try:
+            if chunk > 0:
+                for i in range(0, len(data), chunk):
+                    conn.sendall(data[i:i + chunk])
+                    time.sleep(0.0002)
+            else:
+                conn.sendall(data)
+            self.packets_sent += 1
+        except OSError:
+            with self.lock:
+                if conn in self._conns["feedback"]:
+                    self._conns["feedback"].remove(conn)
+            _close(conn)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class XTrainerEmulator:
+    """Both arms of the X-Trainer (each its own :class:`ArmEmulator`)."""
+
+    def __init__(self, hosts: dict[str, str] | None = None, **kwargs):
+        hosts = {**DEFAULT_HOSTS, **(hosts or {})}
+        self.arms = {arm: ArmEmulator(arm, hosts[arm], **kwargs) for arm in ("left", "right")}
+
+    def start(self) -> "XTrainerEmulator":
+        for a in self.arms.values():
+            a.start()
+        return self
+
+    def close(self) -> None:
+        for a in self.arms.values():
+            a.close()
+
+    def __enter__(self) -> "XTrainerEmulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m hardware.emulator", description=__doc__.split("\n\n")[0])
+    p.add_argument("--left", default=DEFAULT_HOSTS["left"], help="address of the left arm's controller")
+    p.add_argument("--right", default=DEFAULT_HOSTS["right"], help="address of the right arm's controller")
+    p.add_argument("--firmware", choices=dp.FIRMWARES, default="V3")
+    p.add_argument("--dashboard-port", type=int, default=dp.DASHBOARD_PORT)
+    p.add_argument("--motion-port", type=int, default=dp.MOTION_PORT)
+    p.add_argument("--feedback-port", type=int, default=dp.FEEDBACK_PORT)
+    p.add_argument("--model", choices=sorted(ARM_SPECS), default="nova2")
+    p.add_argument("--servoj-replies", action="store_true", help="reply to ServoJ (older firmware)")
+    p.add_argument("--reply-delay", type=float, default=0.0, help="hold every reply back this long (s)")
+    p.add_argument("--split-replies", type=int, default=0, help="send replies in chunks of N bytes")
+    p.add_argument("--split-feedback", type=int, default=0, help="send feedback packets in chunks of N bytes")
+    p.add_argument("--error-after", type=float, default=None, help="enter error mode after this many seconds")
+    args = p.parse_args(argv)
+    faults = Faults(reply_delay_s=args.reply_delay, split_replies=args.split_replies,
+                    split_feedback=args.split_feedback)
+    emu = XTrainerEmulator({"left": args.left, "right": args.right}, firmware=args.firmware,
+                           dashboard_port=args.dashboard_port, motion_port=args.motion_port,
+                           feedback_port=args.feedback_port, model=args.model,
+                           servoj_replies=args.servoj_replies, faults=faults)
+    emu.start()
+    for arm, a in emu.arms.items():
+        print(f"{arm} arm ({args.firmware}, {args.model}) on {a.host}: {a.ports}", flush=True)
+    try:
+        t0 = time.monotonic()
+        while True:
+            time.sleep(0.1)
+            if args.error_after is not None and time.monotonic() - t0 >= args.error_after:
+                for a in emu.arms.values():
+                    a.inject_error()
+                print("injected error mode (RobotMode 9) on both arms", flush=True)
+                args.error_after = None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.close()
+
+
+if __name__ == "__main__":
+    main()
