@@ -422,8 +422,8 @@ class ArmEmulator:
         step = np.clip(step, -self.max_speed * dt, self.max_speed * dt)
         s.q_actual = s.q_actual + step
         s.qd_actual = step / dt
-        if s.mode == dp.MODE_RUNNING and s.seg_to is not None and now - s.seg_start_s >= s.seg_duration_s \
-                and np.max(np.abs(s.q_target - s.q_actual)) < 1e-3:
+        segment_done = s.seg_to is None or now - s.seg_start_s >= s.seg_duration_s
+        if s.mode == dp.MODE_RUNNING and segment_done and np.max(np.abs(s.q_target - s.q_actual)) < 1e-3:
             s.mode = dp.MODE_ENABLED
 
     def _tool_vector(self, q_deg: np.ndarray) -> np.ndarray:
