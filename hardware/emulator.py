@@ -23,6 +23,9 @@ case-insensitive; unknown ones get −10000, wrong parameter counts −20000.
 :meth:`ArmEmulator.drop_feedback`): error mode (RobotMode 9), dropped feedback connections,
 a paused (stale) feedback stream, packets with a wrong test value, delayed, malformed or split
 replies, and feedback packets split across TCP segments.
+
+The command line also emulates both Feetech grippers (IDs 21 / 22), each on its own
+pseudo-terminal (:mod:`hardware.feetech_emulator`), and prints the paths to open.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import numpy as np
 from envs.kinematics import ARM_SPECS, forward_kinematics
 from envs.xtrainer import HOME_DEG
 from hardware import dobot_protocol as dp
+from hardware.feetech import GRIPPER_IDS
+from hardware.feetech_emulator import FeetechServoEmulator
 
 FEEDBACK_PERIOD_S = 0.008
 DEFAULT_HOSTS = {"left": "127.0.0.1", "right": "127.0.0.2"}
@@ -530,6 +535,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split-replies", type=int, default=0, help="send replies in chunks of N bytes")
     p.add_argument("--split-feedback", type=int, default=0, help="send feedback packets in chunks of N bytes")
     p.add_argument("--error-after", type=float, default=None, help="enter error mode after this many seconds")
+    p.add_argument("--no-grippers", action="store_true", help="do not emulate the Feetech grippers")
     args = p.parse_args(argv)
     faults = Faults(reply_delay_s=args.reply_delay, split_replies=args.split_replies,
                     split_feedback=args.split_feedback)
@@ -540,6 +546,9 @@ def main(argv: list[str] | None = None) -> None:
     emu.start()
     for arm, a in emu.arms.items():
         print(f"{arm} arm ({args.firmware}, {args.model}) on {a.host}: {a.ports}", flush=True)
+    grippers = [] if args.no_grippers else [FeetechServoEmulator(GRIPPER_IDS[arm]).start() for arm in GRIPPER_IDS]
+    for arm, g in zip(GRIPPER_IDS, grippers):
+        print(f"{arm} gripper (Feetech ID {g.servo_id}) on {g.path}", flush=True)
     try:
         t0 = time.monotonic()
         while True:
@@ -553,6 +562,8 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         emu.close()
+        for g in grippers:
+            g.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 
 from envs.kinematics import forward_kinematics
 from hardware import dobot_protocol as dp
+from hardware import feetech as ft
 from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.emulator import ArmEmulator, quaternion_wxyz, tool_vector
 
@@ -73,8 +74,15 @@ def test_command_line_serves_both_arms_until_interrupted():
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        lines = [proc.stdout.readline() for _ in range(4)]
         assert lines[0].startswith("left arm (V3, nova2) on 127.0.0.1") and "127.0.0.2" in lines[1], lines
+        for line, servo_id in zip(lines[2:], (21, 22)):
+            assert f"gripper (Feetech ID {servo_id}) on /dev/" in line, lines
+            port = ft.SerialPort(line.split(" on ")[1].strip())
+            try:
+                ft.FeetechBus(port, timeout_s=0.2).ping(servo_id)
+            finally:
+                port.close()
         for host, j1 in (("127.0.0.1", -90), ("127.0.0.2", 90)):
             with DobotClient(DobotConfig(host, "auto", d, m, f)) as client:
                 assert client.firmware == "V3"
