@@ -231,28 +231,40 @@ class SafeArm:
         self.idle()
 
     # ------------------------------------------------------------------ motion
+    def plan(self, q_target: np.ndarray, max_step: float | None = None) -> list[np.ndarray]:
+        """Check that motion is allowed and plan the ServoJ targets to ``q_target`` (rad), one per
+        control period (:func:`plan_motion`); :class:`SafetyViolation` or :class:`SafetyStop`."""
+        if self.q_cmd is None or not self.watchdog.engaged:
+            self.engage()
+        else:
+            self._ready()
+        return plan_motion(self.limits, self.q_cmd, q_target, self.control_dt, max_step)
+
+    def send(self, q: np.ndarray) -> None:
+        """Send one planned target as ServoJ (use :meth:`plan` first: this only re-checks the state)."""
+        self._ready()
+        with self._lock:
+            if self.tripped:
+                raise SafetyStop(f"{self.arm} arm stopped: {self.tripped}")
+            if np.max(np.abs(np.asarray(q) - self.q_cmd)) > self.limits.max_step_rad + 1e-9:
+                raise SafetyViolation(f"{self.arm} arm: step of {np.max(np.abs(np.asarray(q) - self.q_cmd)):.3f} rad "
+                                      f"exceeds {self.limits.max_step_rad} rad; plan the motion first")
+            self.client.servo_j(np.rad2deg(q), t=self.control_dt)
+            self.q_cmd = np.array(q, dtype=np.float64)
+            self._last_command_s = time.monotonic()
+
     def servo(self, q_target: np.ndarray, max_step: float | None = None) -> int:
         """Send ``q_target`` (rad) as ServoJ, ramped over several control periods if needed.
 
         Returns the number of ServoJ commands sent; blocks ``dt`` between them. Raises
         :class:`SafetyViolation` (nothing sent) or :class:`SafetyStop`.
         """
-        if self.q_cmd is None or not self.watchdog.engaged:
-            self.engage()
-        else:
-            self._ready()
-        path = plan_motion(self.limits, self.q_cmd, q_target, self.control_dt, max_step)
+        path = self.plan(q_target, max_step)
         t0 = time.monotonic()
         for k, q in enumerate(path):
             if k:
                 self._sleep(max(0.0, t0 + k * self.control_dt - time.monotonic()))
-                self._ready()
-            with self._lock:
-                if self.tripped:
-                    raise SafetyStop(f"{self.arm} arm stopped: {self.tripped}")
-                self.client.servo_j(np.rad2deg(q), t=self.control_dt)
-                self.q_cmd = q
-                self._last_command_s = time.monotonic()
+            self.send(q)
         return len(path)
 
     def move_to(self, q_target: np.ndarray, speed_rad_s: float = 0.5, tol_rad: float = 2e-3,

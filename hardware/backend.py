@@ -1,0 +1,303 @@
+"""The real X-Trainer as a :class:`envs.rollout.Backend` (``--backend real``; SPEC §8, issue 8).
+
+:class:`RealXTrainer` drives the two Dobot arms (through :mod:`hardware.safety`, never around it)
+and the two Feetech grippers, and speaks the simulator's observation and action layout:
+
+- **Actions**: 20-dim end-effector rows (``action_mode="ee"``, world frame of the simulated bench)
+  are mapped to joints by the **same** :class:`envs.control.IKController` as in simulation, from the
+  last commanded joints, exactly as :meth:`envs.env.XTrainerEnv.act` does; 14-dim joint rows
+  (``action_mode="joint"``) go straight to the safety layer. Both arms' ServoJ streams are sent
+  together, one command per control period (ramped when the safety layer asks for it).
+- **Observations**: ``agent_pos`` (measured 20-dim tool pose from the feedback joints through the
+  DH chain the MuJoCo model is built from), ``joint_pos`` in the X-Trainer's 14-D format, and
+  ``pixels`` when a camera source is given.
+- **Episodes**: ``reset`` drives both arms home and opens the grippers; success and failures are
+  not observable on the real bench, so ``info["is_success"]`` is whatever an operator reported via
+  :meth:`RealXTrainer.mark_success` / :meth:`RealXTrainer.mark_failure`.
+- **Faults**: any error while acting stops *both* arms before it propagates; there is no
+  ``snapshot``/``restore`` (this is not a :class:`envs.rollout.RollbackBackend`):
+  :meth:`RealXTrainer.drive_to` drives back along joints for a human-supervised rollback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from envs.control import IKController
+from envs.geometry import ACTION_DIM, ARMS, GRIP, POS, ROT6, arm_slice, matrix_to_r6, r6_to_matrix
+from envs.kinematics import forward_kinematics
+from envs.xtrainer import BenchConfig, home_qpos
+from hardware.dobot_client import DobotClient, DobotConfig
+from hardware.feetech import Gripper
+from hardware.safety import SafeArm, SafetyError
+
+JOINT_DIM = 14  # [L j1..j6, L grip, R j1..j6, R grip]
+
+
+class RealXTrainer:
+    """Both arms and grippers of the real X-Trainer behind the backend interface."""
+
+    def __init__(self, arms: Mapping[str, DobotConfig], grippers: Mapping[str, Gripper] | None = None, *,
+                 task_description: str = "", time_limit_s: float = 60.0, control_hz: float = 30.0,
+                 arm_model: str = "nova2", action_mode: str = "ee",
+                 cameras: Callable[[], dict[str, np.ndarray]] | None = None,
+                 home_speed_rad_s: float = 0.5, command_timeout_s: float = 0.5):
+        if set(arms) != set(ARMS):
+            raise ValueError(f"need a DobotConfig for each arm {ARMS}, got {sorted(arms)}")
+        if action_mode not in ("ee", "joint"):
+            raise ValueError(f"unknown action_mode {action_mode!r}; valid: ee, joint")
+        self.task_description, self.time_limit_s = task_description, time_limit_s
+        self.control_dt = 1.0 / control_hz
+        self.action_mode, self.cameras, self.home_speed = action_mode, cameras, home_speed_rad_s
+        self.cfg = BenchConfig(arm=arm_model, control_hz=control_hz)
+        self.ik = IKController(self.cfg)
+        self.clients = {arm: DobotClient(arms[arm]) for arm in ARMS}
+        self.grippers = dict(grippers or {})
+        self.safe: dict[str, SafeArm] = {}
+        self._command_timeout_s = command_timeout_s
+        self._grip = {arm: 1.0 for arm in ARMS}
+        self._step = 0
+        self._deadline: float | None = None
+        self._success_s: float | None = None
+        self._failures: list[str] = []
+        self.overruns = 0  # control periods that took longer than ``control_dt``
+        self.connected = False
+
+    # ------------------------------------------------------------------ connection
+    def connect(self) -> "RealXTrainer":
+        """Connect, run the controllers' start-up sequence and start the grippers."""
+        try:
+            for arm in ARMS:
+                self.clients[arm].connect()
+                self.clients[arm].start_up()
+                self.safe[arm] = SafeArm(self.clients[arm], arm, model=self.cfg.arm, control_dt=self.control_dt,
+                                         command_timeout_s=self._command_timeout_s)
+            for g in self.grippers.values():
+                g.start()
+        except Exception:
+            self.close()
+            raise
+        self.connected = True
+        return self
+
+    def close(self) -> None:
+        for safe in self.safe.values():
+            safe.idle()
+            safe.close()
+        for client in self.clients.values():
+            client.close()
+        self.safe.clear()
+        self.connected = False
+
+    def __enter__(self) -> "RealXTrainer":
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ safety
+    def emergency_stop(self, reason: str = "emergency stop") -> None:
+        """Stop both arms now (callable from any thread, e.g. a key handler); latched until reset."""
+        for safe in self.safe.values():
+            safe.stop(reason)
+
+    def clear_stop(self) -> None:
+        """Release a latched stop after a human has checked the bench."""
+        for arm, safe in self.safe.items():
+            self.clients[arm].recover()
+            safe.reset()
+
+    def mark_success(self) -> None:
+        """The operator saw the task completed (the real bench has no success predicate)."""
+        if self._success_s is None:
+            self._success_s = self._step * self.control_dt
+
+    def mark_failure(self, kind: str) -> None:
+        self._failures.append(kind)
+
+    # ------------------------------------------------------------------ backend API
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Drive both arms home (or to ``options["joint_pos"]``, 14-D) and open the grippers."""
+        target = (options or {}).get("joint_pos")
+        q = self._split_joint_row(np.asarray(target, dtype=np.float64)) if target is not None else \
+            ({arm: home_qpos(arm) for arm in ARMS}, {arm: 1.0 for arm in ARMS})
+        self.drive_to(*q)
+        self._step, self._deadline, self._success_s, self._failures = 0, None, None, []
+        return self.observe(), self._info(None)
+
+    def act(self, action: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One control step: IK (ee mode), safety layer, ServoJ on both arms, grippers, then wait
+        for the end of the control period and observe."""
+        action = self._validate(action)
+        q_prev = {arm: self._commanded(arm) for arm in ARMS}
+        reports = None
+        if self.action_mode == "ee":
+            targets = {}
+            for arm in ARMS:
+                row = action[arm_slice(arm)]
+                targets[arm] = (row[POS], r6_to_matrix(row[ROT6]))
+                self._grip[arm] = float(np.clip(row[GRIP], 0.0, 1.0))
+            q_new, reports = self.ik.solve(q_prev, targets)
+        else:
+            q_new, grips = self._split_joint_row(action)
+            self._grip.update(grips)
+        self._guarded(lambda: self._servo_together(q_new))
+        self._guarded(self._command_grippers)
+        self._wait_period()
+        self._step += 1
+        return self.observe(), self._info(reports)
+
+    def observe(self) -> dict[str, Any]:
+        q = {arm: self.safe[arm].joints() for arm in ARMS}
+        grip = {arm: self._grip_opening(arm) for arm in ARMS}
+        obs: dict[str, Any] = {"agent_pos": self.ee_pose(q, grip), "joint_pos": self._joint_row(q, grip)}
+        if self.cameras is not None:
+            obs["pixels"] = self.cameras()
+        return obs
+
+    # ------------------------------------------------------------------ motion helpers
+    def drive_to(self, q: Mapping[str, np.ndarray], grip: Mapping[str, float] | None = None,
+                 speed_rad_s: float | None = None, timeout_s: float = 30.0) -> None:
+        """Drive both arms to joints ``q`` at a joint speed and wait (homing, rollback)."""
+        for arm, x in (grip or {}).items():
+            self._grip[arm] = float(np.clip(x, 0.0, 1.0))
+        self._guarded(self._command_grippers)
+        step = (speed_rad_s or self.home_speed) * self.control_dt
+        self._guarded(lambda: self._servo_together(q, max_step=step))
+        deadline = time.monotonic() + timeout_s
+        while any(np.max(np.abs(self.safe[arm].joints() - q[arm])) > 2e-3 for arm in ARMS):
+            if time.monotonic() > deadline:
+                self.emergency_stop("target not reached")
+                raise SafetyError(f"arms did not reach their target within {timeout_s} s")
+            for safe in self.safe.values():
+                safe.send(safe.q_cmd)  # hold the target: keeps the command watchdog fed
+            time.sleep(self.control_dt)
+        self._wait_grippers(min(timeout_s, 2.0))
+
+    def _wait_grippers(self, timeout_s: float) -> None:
+        """Wait until the grippers reach their openings (at most ``timeout_s``: fingers holding an
+        object stop short, which is not an error)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+                abs(g.opening() - self._grip[arm]) > 0.02 for arm, g in self.grippers.items()):
+            for safe in self.safe.values():
+                safe.send(safe.q_cmd)
+            time.sleep(self.control_dt)
+
+    def _servo_together(self, q: Mapping[str, np.ndarray], max_step: float | None = None) -> None:
+        """Plan both arms (nothing is sent if either is refused), then send one target per arm per period."""
+        paths = {arm: self.safe[arm].plan(q[arm], max_step) for arm in ARMS}
+        n = max(len(p) for p in paths.values())
+        t0 = time.monotonic()
+        for k in range(n):
+            if k:
+                time.sleep(max(0.0, t0 + k * self.control_dt - time.monotonic()))
+            for arm in ARMS:
+                self.safe[arm].send(paths[arm][min(k, len(paths[arm]) - 1)])
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        """Run a motion step; on any error stop both arms before re-raising (never an arm left moving)."""
+        try:
+            fn()
+        except BaseException as e:
+            self.emergency_stop(f"{type(e).__name__}: {e}")
+            raise
+
+    def _command_grippers(self) -> None:
+        for arm, g in self.grippers.items():
+            g.command(self._grip[arm])
+
+    def _wait_period(self) -> None:
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now
+        self._deadline += self.control_dt
+        if self._deadline < now:
+            self.overruns += 1
+            self._deadline = now
+        else:
+            time.sleep(self._deadline - now)
+
+    def _commanded(self, arm: str) -> np.ndarray:
+        safe = self.safe[arm]
+        return safe.q_cmd.copy() if safe.q_cmd is not None else safe.joints()
+
+    # ------------------------------------------------------------------ layouts
+    def _validate(self, action: np.ndarray) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        expected = (ACTION_DIM,) if self.action_mode == "ee" else (JOINT_DIM,)
+        if a.shape != expected:
+            raise ValueError(f"action must have shape {expected} ({self.action_mode} mode), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action contains NaN or inf at indices {np.flatnonzero(~np.isfinite(a)).tolist()}")
+        if self.action_mode == "ee":
+            for arm in ARMS:
+                try:
+                    r6_to_matrix(a[arm_slice(arm)][ROT6])
+                except ValueError as e:
+                    raise ValueError(f"{arm} arm rotation is invalid: {e}") from None
+        return a
+
+    @staticmethod
+    def _split_joint_row(row: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        if row.shape != (JOINT_DIM,):
+            raise ValueError(f"joint row must have shape ({JOINT_DIM},), got {row.shape}")
+        return ({arm: row[7 * i:7 * i + 6].copy() for i, arm in enumerate(ARMS)},
+                {arm: float(np.clip(row[7 * i + 6], 0.0, 1.0)) for i, arm in enumerate(ARMS)})
+
+    @staticmethod
+    def _joint_row(q: Mapping[str, np.ndarray], grip: Mapping[str, float]) -> np.ndarray:
+        return np.concatenate([np.r_[q[arm], grip[arm]] for arm in ARMS])
+
+    def _grip_opening(self, arm: str) -> float:
+        g = self.grippers.get(arm)
+        return float(np.clip(g.opening(), 0.0, 1.0)) if g is not None else self._grip[arm]
+
+    def ee_pose(self, q: Mapping[str, np.ndarray], grip: Mapping[str, float]) -> np.ndarray:
+        """20-dim world-frame tool pose of joints ``q`` (the simulator's ``agent_pos`` layout)."""
+        row = np.empty(ACTION_DIM)
+        for arm in ARMS:
+            base_pos, base_R = self.cfg.base_pose(arm)
+            T = forward_kinematics(q[arm], self.cfg.arm_spec)
+            s = row[arm_slice(arm)]
+            s[POS] = base_pos + base_R @ T[:3, 3]
+            s[ROT6] = matrix_to_r6(base_R @ T[:3, :3])
+            s[GRIP] = grip[arm]
+        return row
+
+    def _info(self, ik) -> dict[str, Any]:
+        return {
+            "task": self.task_description,
+            "is_success": self._success_s is not None,
+            "completion_time_s": self._success_s,
+            "failures": list(self._failures),
+            "terminal_failure": self._failures[-1] if self._failures else None,
+            "failures_seen": list(dict.fromkeys(self._failures)),
+            "time_s": self._step * self.control_dt,
+            "ik": None if ik is None else {arm: r.as_dict() for arm, r in ik.items()},
+        }
+
+
+def keyboard_emergency_stop(backend: RealXTrainer, key: str = " ",
+                            read_key: Callable[[], str] | None = None) -> threading.Thread:
+    """A daemon thread that calls :meth:`RealXTrainer.emergency_stop` when ``key`` is read
+    (default: the space bar followed by Enter on stdin; pass ``read_key`` for a raw keyboard)."""
+    import sys
+
+    def run() -> None:
+        reader = read_key or (lambda: sys.stdin.readline()[:1])
+        while True:
+            k = reader()
+            if k == "":
+                return
+            if k == key:
+                backend.emergency_stop("keyboard emergency stop")
+
+    t = threading.Thread(target=run, daemon=True, name="keyboard-estop")
+    t.start()
+    return t

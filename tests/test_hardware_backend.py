@@ -1,0 +1,136 @@
+"""RealXTrainer: the real-robot backend against the loopback emulators (arms over TCP, grippers on ptys)."""
+
+import re
+
+import numpy as np
+import pytest
+
+from envs.control import IKController
+from envs.geometry import ARMS, POS, ROT6, arm_slice, r6_to_matrix
+from envs.rollout import Backend, RollbackBackend, rollout
+from hardware import dobot_protocol as dp
+from hardware import feetech as ft
+from hardware.backend import RealXTrainer
+from hardware.dobot_client import DobotConfig
+from hardware.emulator import ArmEmulator
+from hardware.feetech_emulator import FeetechServoEmulator
+from hardware.safety import SafetyError, SafetyStop, SafetyViolation
+
+
+@pytest.fixture
+def bench():
+    emus = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
+    servos = {arm: FeetechServoEmulator(ft.GRIPPER_IDS[arm], position=2400).start() for arm in ARMS}
+    ports = {arm: ft.SerialPort(servos[arm].path) for arm in ARMS}
+    grippers = {arm: ft.Gripper(ft.FeetechBus(ports[arm]), ft.DEFAULT_CALIBRATION[arm]) for arm in ARMS}
+    configs = {arm: DobotConfig(e.host, "V3", e.ports["dashboard"], e.ports["motion"], e.ports["feedback"],
+                                timeout_s=1.0) for arm, e in emus.items()}
+    backend = RealXTrainer(configs, grippers, task_description="reach", time_limit_s=0.4).connect()
+    yield backend, emus, servos
+    backend.close()
+    for x in [*ports.values(), *servos.values(), *emus.values()]:
+        x.close()
+
+
+def _servoj_deg(cmd: str) -> np.ndarray:
+    return np.array([float(v) for v in re.match(r"ServoJ\(([^t]*),t=", cmd).group(1).split(",")])
+
+
+def test_implements_the_backend_protocol_but_not_rollback(bench):
+    backend, _, _ = bench
+    assert isinstance(backend, Backend) and not isinstance(backend, RollbackBackend)
+
+
+def test_reset_goes_home_and_observes_like_the_simulator(bench, reach_env):
+    backend, emus, servos = bench
+    obs, info = backend.reset()
+    sim_obs, _ = reach_env.reset(seed=0)
+    np.testing.assert_allclose(obs["agent_pos"], sim_obs["agent_pos"], atol=1e-6)  # same pose, same layout
+    np.testing.assert_allclose(obs["joint_pos"], sim_obs["joint_pos"], atol=1e-3)
+    assert servos["left"].torque_limit == 300 and info["time_s"] == 0 and not info["is_success"]
+
+
+def test_ee_actions_use_the_simulators_ik_and_reach_the_target(bench):
+    backend, emus, _ = bench
+    obs, _ = backend.reset()
+    action = obs["agent_pos"].copy()
+    for arm in ARMS:
+        action[arm_slice(arm)][POS] += [0.0, 0.03, 0.04]  # 3 cm forward, 4 cm up
+        action[arm_slice(arm)][9] = 0.0  # close the gripper
+    ik = IKController(backend.cfg)
+    q_expected, _ = ik.solve({arm: backend.safe[arm].q_cmd for arm in ARMS},
+                             {arm: (action[arm_slice(arm)][POS], r6_to_matrix(action[arm_slice(arm)][ROT6])) for arm in ARMS})
+    obs, info = backend.act(action)
+    for arm in ARMS:
+        sent = [c for c in emus[arm].commands_seen if c.startswith("ServoJ")][-1]
+        np.testing.assert_allclose(_servoj_deg(sent), np.rad2deg(q_expected[arm]), atol=1e-5)
+    for _ in range(8):
+        obs, info = backend.act(action)
+    err = [np.linalg.norm(obs["agent_pos"][arm_slice(a)][POS] - action[arm_slice(a)][POS]) for a in ARMS]
+    assert max(err) < 2e-3, err
+    assert info["ik"]["left"]["reachable"] and info["time_s"] == pytest.approx(9 / 30)
+    assert obs["joint_pos"][6] < 0.5  # the left gripper is closing
+
+
+def test_a_rollout_through_the_simulators_loop(bench):
+    backend, emus, _ = bench
+
+    class Hold:
+        def reset(self):
+            pass
+
+        def predict_chunk(self, obs, instruction):
+            assert instruction == "reach"
+            return np.repeat(obs["agent_pos"][None], 5, axis=0)
+
+    result = rollout(backend, Hold(), n_action_steps=5, record=True)
+    assert result.terminated_by == "time_limit" and result.steps == 12 and len(result.trajectory) == 12
+    assert backend.overruns <= 2
+
+
+def test_operator_marks_success(bench):
+    backend, _, _ = bench
+    obs, _ = backend.reset()
+    backend.act(obs["agent_pos"])
+    backend.mark_success()
+    _, info = backend.act(obs["agent_pos"])
+    assert info["is_success"] and info["completion_time_s"] == pytest.approx(1 / 30)
+
+
+def test_an_error_on_one_arm_stops_both(bench):
+    backend, emus, _ = bench
+    obs, _ = backend.reset()
+    emus["right"].inject_error()
+    backend.clients["right"].wait_for(lambda f: f.in_error, 0.5, "error")
+    with pytest.raises(SafetyStop, match="right arm stopped: controller in error mode"):
+        backend.act(obs["agent_pos"])
+    assert emus["left"].commands_seen[-1] == "ResetRobot()"
+    with pytest.raises(SafetyStop):
+        backend.act(obs["agent_pos"])
+    backend.clear_stop()
+    assert backend.clients["right"].feedback().robot_mode == dp.MODE_ENABLED
+    backend.act(obs["agent_pos"])
+
+
+def test_refused_joint_action_sends_nothing_and_stops(bench):
+    b, emus, _ = bench
+    b.action_mode = "joint"
+    b.reset()
+    row = np.concatenate([np.r_[b.safe[a].q_cmd, 1.0] for a in ARMS])
+    row[2] = 0.3  # left J3 > 0 breaks the sign rule
+    before = {a: len(e.commands_seen) for a, e in emus.items()}
+    with pytest.raises(SafetyViolation, match="left arm: J3"):
+        b.act(row)
+    assert all(not c.startswith("ServoJ") for a in ARMS for c in emus[a].commands_seen[before[a]:])
+    with pytest.raises(ValueError, match="shape"):
+        b.act(row[:13])
+
+
+def test_drive_to_times_out_with_a_clear_error(bench):
+    backend, emus, _ = bench
+    backend.reset()
+    q = {arm: backend.safe[arm].q_cmd + [0.05, 0, 0, 0, 0, 0] for arm in ARMS}
+    emus["left"].max_speed = 0.1  # the left arm crawls
+    with pytest.raises(SafetyError, match="did not reach"):
+        backend.drive_to(q, timeout_s=0.3)
+    assert backend.safe["right"].tripped == "target not reached"
