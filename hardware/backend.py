@@ -16,7 +16,7 @@ and the two Feetech grippers, and speaks the simulator's observation and action 
   :meth:`RealXTrainer.mark_success` / :meth:`RealXTrainer.mark_failure`.
 - **Faults**: any error while acting stops *both* arms before it propagates; there is no
   ``snapshot``/``restore`` (this is not a :class:`envs.rollout.RollbackBackend`):
-  :meth:`RealXTrainer.drive_to` drives back along joints for a human-supervised rollback.
+  :meth:`RealXTrainer.drive_back` retraces the recorded joint path for a human-supervised rollback.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class RealXTrainer:
         self.connected = False
 
     # ------------------------------------------------------------------ connection
-    def connect(self) -> "RealXTrainer":
+    def connect(self) -> RealXTrainer:
         """Connect, run the controllers' start-up sequence and start the grippers."""
         try:
             for arm in ARMS:
@@ -94,7 +94,7 @@ class RealXTrainer:
         self.safe.clear()
         self.connected = False
 
-    def __enter__(self) -> "RealXTrainer":
+    def __enter__(self) -> RealXTrainer:
         return self.connect()
 
     def __exit__(self, *exc) -> None:
@@ -188,6 +188,18 @@ class RealXTrainer:
             for safe in self.safe.values():
                 safe.send(safe.q_cmd)
             time.sleep(self.control_dt)
+
+    def drive_back(self, joint_path: list[np.ndarray], speed_rad_s: float | None = None,
+                   timeout_s: float = 30.0) -> None:
+        """Rollback on the real bench: retrace recorded 14-D ``joint_pos`` rows from the newest to
+        the oldest at a joint speed, ending (and waiting) at ``joint_path[0]``."""
+        if not joint_path:
+            raise ValueError("joint_path is empty")
+        rows = [self._split_joint_row(np.asarray(r, dtype=np.float64)) for r in joint_path]
+        step = (speed_rad_s or self.home_speed) * self.control_dt
+        for q, _ in reversed(rows[1:]):
+            self._guarded(lambda q=q: self._servo_together(q, max_step=step))
+        self.drive_to(*rows[0], speed_rad_s=speed_rad_s, timeout_s=timeout_s)
 
     def _servo_together(self, q: Mapping[str, np.ndarray], max_step: float | None = None) -> None:
         """Plan both arms (nothing is sent if either is refused), then send one target per arm per period."""

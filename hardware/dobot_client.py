@@ -311,7 +311,7 @@ class DobotClient:
         self.feedback_reader: FeedbackReader | None = None
 
     # ------------------------------------------------------------------ connection
-    def connect(self, wait_feedback_s: float = 2.0) -> "DobotClient":
+    def connect(self, wait_feedback_s: float = 2.0) -> DobotClient:
         """Open the command connections and the feedback stream; waits for a first packet."""
         c = self.config
         self.dashboard = CommandChannel(c.host, c.dashboard_port, "dashboard", c.timeout_s, c.connect_timeout_s)
@@ -344,7 +344,7 @@ class DobotClient:
             self.feedback_reader.close()
         self.dashboard = self.motion = self.feedback_reader = None
 
-    def __enter__(self) -> "DobotClient":
+    def __enter__(self) -> DobotClient:
         return self.connect()
 
     def __exit__(self, *exc) -> None:

@@ -207,7 +207,7 @@ def split_params(inner: str) -> list[str]:
 
 def parse_command(text: str) -> Command:
     """Parse one complete ``Name(...)`` command; ``ProtocolError`` when it is not one."""
-    m = re.fullmatch(r"\s*([A-Za-z][A-Za-z0-9_]*)\((.*)\)\s*", text, flags=re.S)
+    m = re.fullmatch(r"\s*([A-Za-z][A-Za-z0-9_]*)\((.*)\)\s*", text, flags=re.DOTALL)
     if not m:
         raise ProtocolError(text[:60], detail="not a Name(...) command")
     args, kwargs = [], {}
@@ -296,7 +296,7 @@ class Reply:
     def ok(self) -> bool:
         return self.error_id == 0
 
-    def raise_for_error(self) -> "Reply":
+    def raise_for_error(self) -> Reply:
         if self.error_id != 0:
             raise error_for(self.error_id, self.command)
         return self

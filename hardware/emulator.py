@@ -136,7 +136,7 @@ class ArmEmulator:
         self.packets_sent = 0
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "ArmEmulator":
+    def start(self) -> ArmEmulator:
         """Bind the servers and start streaming (idempotent)."""
         if self.ports:
             return self
@@ -160,7 +160,7 @@ class ArmEmulator:
         for t in self._threads:
             t.join(timeout=2.0)
 
-    def __enter__(self) -> "ArmEmulator":
+    def __enter__(self) -> ArmEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -199,7 +199,7 @@ class ArmEmulator:
         while not self._stop.is_set():
             try:
                 conn, _ = listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -505,7 +505,7 @@ class XTrainerEmulator:
         hosts = {**DEFAULT_HOSTS, **(hosts or {})}
         self.arms = {arm: ArmEmulator(arm, hosts[arm], **kwargs) for arm in ("left", "right")}
 
-    def start(self) -> "XTrainerEmulator":
+    def start(self) -> XTrainerEmulator:
         for a in self.arms.values():
             a.start()
         return self
@@ -514,7 +514,7 @@ class XTrainerEmulator:
         for a in self.arms.values():
             a.close()
 
-    def __enter__(self) -> "XTrainerEmulator":
+    def __enter__(self) -> XTrainerEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

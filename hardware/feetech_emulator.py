@@ -44,7 +44,7 @@ class FeetechServoEmulator:
         self.path = os.ttyname(self._slave)
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"feetech-{servo_id}")
 
-    def start(self) -> "FeetechServoEmulator":
+    def start(self) -> FeetechServoEmulator:
         if not self._thread.is_alive():
             self._thread.start()
         return self
@@ -55,7 +55,7 @@ class FeetechServoEmulator:
         os.close(self._master)
         os.close(self._slave)
 
-    def __enter__(self) -> "FeetechServoEmulator":
+    def __enter__(self) -> FeetechServoEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

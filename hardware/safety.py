@@ -70,7 +70,7 @@ class ArmLimits:
     tool_m: float = TOOL_OFFSET_M
 
     @classmethod
-    def for_arm(cls, arm: str, model: str = "nova2", max_step_rad: float = MAX_JOINT_STEP_RAD) -> "ArmLimits":
+    def for_arm(cls, arm: str, model: str = "nova2", max_step_rad: float = MAX_JOINT_STEP_RAD) -> ArmLimits:
         if arm not in J3_SIGN:
             raise ValueError(f"unknown arm {arm!r}; valid: {sorted(J3_SIGN)}")
         spec = ARM_SPECS[model]
@@ -109,7 +109,7 @@ def check_joint_target(limits: ArmLimits, q: np.ndarray) -> np.ndarray:
 def ramp(q_from: np.ndarray, q_to: np.ndarray, max_step: float) -> list[np.ndarray]:
     """Evenly spaced joint targets from ``q_from`` (excluded) to ``q_to`` (included), each step <= ``max_step``."""
     delta = np.asarray(q_to, dtype=np.float64) - np.asarray(q_from, dtype=np.float64)
-    n = max(1, int(math.ceil(float(np.max(np.abs(delta))) / max_step - 1e-12)))
+    n = max(1, math.ceil(float(np.max(np.abs(delta))) / max_step - 1e-12))
     return [q_from + delta * (k / n) for k in range(1, n + 1)]
 
 
@@ -131,7 +131,7 @@ def plan_motion(limits: ArmLimits, q_from: np.ndarray, q_to: np.ndarray, dt: flo
         worst = float(np.max(-np.diff(z))) / dt
         if worst <= limits.max_down_speed_m_s or len(path) >= MAX_RAMP_STEPS:
             break
-        n = min(MAX_RAMP_STEPS, int(math.ceil(len(path) * worst / limits.max_down_speed_m_s * 1.05)))
+        n = min(MAX_RAMP_STEPS, math.ceil(len(path) * worst / limits.max_down_speed_m_s * 1.05))
         path = [q_from + (q_to - q_from) * (k / n) for k in range(1, n + 1)]
     dist = limits.box_distance(limits.tool_position(q_from))
     for k, q in enumerate(path):

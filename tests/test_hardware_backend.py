@@ -10,7 +10,7 @@ from envs.geometry import ARMS, POS, ROT6, arm_slice, r6_to_matrix
 from envs.rollout import Backend, RollbackBackend, rollout
 from hardware import dobot_protocol as dp
 from hardware import feetech as ft
-from hardware.backend import RealXTrainer
+from hardware.backend import RealXTrainer, keyboard_emergency_stop
 from hardware.dobot_client import DobotConfig
 from hardware.emulator import ArmEmulator
 from hardware.feetech_emulator import FeetechServoEmulator
@@ -134,3 +134,32 @@ def test_drive_to_times_out_with_a_clear_error(bench):
     with pytest.raises(SafetyError, match="did not reach"):
         backend.drive_to(q, timeout_s=0.3)
     assert backend.safe["right"].tripped == "target not reached"
+
+
+def test_drive_back_retraces_the_recorded_joint_path(bench):
+    backend, emus, _ = bench
+    obs, _ = backend.reset()
+    path = [obs["joint_pos"]]
+    action = obs["agent_pos"].copy()
+    for k in range(6):
+        action[arm_slice("left")][POS] += [0.01, 0.0, 0.005]
+        obs, _ = backend.act(action)
+        path.append(obs["joint_pos"])
+    n_before = len(emus["left"].commands_seen)
+    backend.drive_back(path, speed_rad_s=1.0)
+    np.testing.assert_allclose(backend.observe()["joint_pos"][:6], path[0][:6], atol=2e-3)
+    sent = [_servoj_deg(c) for c in emus["left"].commands_seen[n_before:] if c.startswith("ServoJ")]
+    # The retrace passes near every recorded waypoint, newest first.
+    for row in path[-2:0:-1]:
+        assert min(np.max(np.abs(np.deg2rad(q) - row[:6])) for q in sent) < 0.01
+
+
+def test_keyboard_emergency_stop_stops_both_arms(bench):
+    backend, emus, _ = bench
+    obs, _ = backend.reset()
+    keys = iter(["x", " ", ""])
+    keyboard_emergency_stop(backend, read_key=lambda: next(keys)).join(timeout=2.0)
+    assert all(backend.safe[a].tripped == "keyboard emergency stop" for a in ARMS)
+    assert all(emus[a].commands_seen[-1] == "ResetRobot()" for a in ARMS)
+    with pytest.raises(SafetyStop, match="keyboard emergency stop"):
+        backend.act(obs["agent_pos"])

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from hardware import dobot_protocol as dp
-from hardware.dobot_client import (DobotClient, DobotConfig, FeedbackReader, RobotErrorModeError,
-                                   StaleFeedbackError)
+from hardware.dobot_client import DobotClient, DobotConfig, FeedbackReader, RobotErrorModeError, StaleFeedbackError
 from hardware.emulator import ArmEmulator
 
 HOME_L = np.array([-90, 0, -90, 0, 90, 90], dtype=float)

@@ -9,8 +9,7 @@ from envs.control import MAX_JOINT_STEP_RAD, SAFETY_BOX
 from hardware import dobot_protocol as dp
 from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.emulator import ArmEmulator
-from hardware.safety import (ArmLimits, SafeArm, SafetyStop, SafetyViolation, check_joint_target, plan_motion,
-                             ramp)
+from hardware.safety import ArmLimits, SafeArm, SafetyStop, SafetyViolation, check_joint_target, plan_motion, ramp
 
 HOME = {"left": np.deg2rad([-90, 0, -90, 0, 90, 90]), "right": np.deg2rad([90, 0, 90, 0, -90, -90])}
 DT = 1 / 30
