@@ -132,7 +132,7 @@ class ArmEmulator:
         self._feedback_down_until = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.commands_seen: list[str] = []  # every command text received, for tests and demos
+        self.commands_seen: list[str] = []  # command texts received (the latest 50-100 k), for tests and demos
         self.packets_sent = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -254,6 +254,8 @@ class ArmEmulator:
         if isinstance(item, dp.ProtocolError):
             return None  # bytes that are no command get no reply (there is no name to echo)
         self.commands_seen.append(item.text)
+        if len(self.commands_seen) > 100_000:  # a long demo run: keep the recent half
+            del self.commands_seen[:50_000]
         name = item.name.lower()
         motion = dp.is_motion_command(name)
         if self.firmware == "V3" and motion != (kind == "motion"):
