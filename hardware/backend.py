@@ -14,6 +14,9 @@ and the two Feetech grippers, and speaks the simulator's observation and action 
 - **Episodes**: ``reset`` drives both arms home and opens the grippers; success and failures are
   not observable on the real bench, so ``info["is_success"]`` is whatever an operator reported via
   :meth:`RealXTrainer.mark_success` / :meth:`RealXTrainer.mark_failure`.
+- **Slow policies**: between steps a :class:`~hardware.holder.CommandHolder` re-sends the last safe
+  target at the control rate, so the safety layer's 0.5 s command watchdog does not trip while a
+  policy computes its next chunk; a policy silent for more than ``max_hold_s`` still trips it.
 - **Faults**: any error while acting stops *both* arms before it propagates; there is no
   ``snapshot``/``restore`` (this is not a :class:`envs.rollout.RollbackBackend`):
   :meth:`RealXTrainer.drive_back` retraces the recorded joint path for a human-supervised rollback.
@@ -21,6 +24,7 @@ and the two Feetech grippers, and speaks the simulator's observation and action 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +38,7 @@ from envs.kinematics import forward_kinematics
 from envs.xtrainer import BenchConfig, home_qpos
 from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.feetech import Gripper
+from hardware.holder import DEFAULT_MAX_HOLD_S, CommandHolder
 from hardware.safety import SafeArm, SafetyError
 
 JOINT_DIM = 14  # [L j1..j6, L grip, R j1..j6, R grip]
@@ -46,7 +51,8 @@ class RealXTrainer:
                  task_description: str = "", time_limit_s: float = 60.0, control_hz: float = 30.0,
                  arm_model: str = "nova2", action_mode: str = "ee",
                  cameras: Callable[[], dict[str, np.ndarray]] | None = None,
-                 home_speed_rad_s: float = 0.5, command_timeout_s: float = 0.5):
+                 home_speed_rad_s: float = 0.5, command_timeout_s: float = 0.5,
+                 max_hold_s: float = DEFAULT_MAX_HOLD_S):
         if set(arms) != set(ARMS):
             raise ValueError(f"need a DobotConfig for each arm {ARMS}, got {sorted(arms)}")
         if action_mode not in ("ee", "joint"):
@@ -59,7 +65,8 @@ class RealXTrainer:
         self.clients = {arm: DobotClient(arms[arm]) for arm in ARMS}
         self.grippers = dict(grippers or {})
         self.safe: dict[str, SafeArm] = {}
-        self._command_timeout_s = command_timeout_s
+        self._command_timeout_s, self.max_hold_s = command_timeout_s, max_hold_s
+        self.holder: CommandHolder | None = None
         self._grip = {arm: 1.0 for arm in ARMS}
         self._step = 0
         self._deadline: float | None = None
@@ -79,6 +86,8 @@ class RealXTrainer:
                                          command_timeout_s=self._command_timeout_s)
             for g in self.grippers.values():
                 g.start()
+            self.holder = CommandHolder(self._resend_held, self.control_dt, max_hold_s=self.max_hold_s,
+                                        on_error=lambda e: self.emergency_stop(f"while holding: {type(e).__name__}: {e}"))
         except Exception:
             self.close()
             raise
@@ -86,6 +95,9 @@ class RealXTrainer:
         return self
 
     def close(self) -> None:
+        if self.holder is not None:
+            self.holder.close()
+            self.holder = None
         for safe in self.safe.values():
             safe.idle()
             safe.close()
@@ -174,8 +186,7 @@ class RealXTrainer:
             if time.monotonic() > deadline:
                 self.emergency_stop("target not reached")
                 raise SafetyError(f"arms did not reach their target within {timeout_s} s")
-            for safe in self.safe.values():
-                safe.send(safe.q_cmd)  # hold the target: keeps the command watchdog fed
+            self._send_all({arm: safe.q_cmd for arm, safe in self.safe.items()})  # hold: feeds the watchdog
             time.sleep(self.control_dt)
         self._wait_grippers(min(timeout_s, 2.0))
 
@@ -185,8 +196,7 @@ class RealXTrainer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(
                 abs(g.opening() - self._grip[arm]) > 0.02 for arm, g in self.grippers.items()):
-            for safe in self.safe.values():
-                safe.send(safe.q_cmd)
+            self._send_all({arm: safe.q_cmd for arm, safe in self.safe.items()})
             time.sleep(self.control_dt)
 
     def drive_back(self, joint_path: list[np.ndarray], speed_rad_s: float | None = None,
@@ -209,8 +219,25 @@ class RealXTrainer:
         for k in range(n):
             if k:
                 time.sleep(max(0.0, t0 + k * self.control_dt - time.monotonic()))
+            self._send_all({arm: paths[arm][min(k, len(paths[arm]) - 1)] for arm in ARMS})
+
+    def _send_all(self, q: Mapping[str, np.ndarray]) -> None:
+        """One ServoJ per arm, atomically with respect to the command holder."""
+        with self.holder.lock if self.holder is not None else contextlib.nullcontext():
             for arm in ARMS:
-                self.safe[arm].send(paths[arm][min(k, len(paths[arm]) - 1)])
+                self.safe[arm].send(q[arm])
+            if self.holder is not None:
+                self.holder.commanded()
+
+    def _resend_held(self) -> bool:
+        """The holder's re-send: the last safe target of each engaged arm (a zero-length step, so the
+        arms stand still); False when no arm is engaged or one is stopped."""
+        safes = list(self.safe.values())
+        if not safes or any(s.tripped or s.q_cmd is None or not s.watchdog.engaged for s in safes):
+            return False
+        for s in safes:
+            s.send(s.q_cmd)
+        return True
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         """Run a motion step; on any error stop both arms before re-raising (never an arm left moving)."""

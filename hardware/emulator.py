@@ -31,6 +31,7 @@ pseudo-terminal (:mod:`hardware.feetech_emulator`), and prints the paths to open
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import socket
 import threading
@@ -133,6 +134,7 @@ class ArmEmulator:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.commands_seen: list[str] = []  # command texts received (the latest 50-100 k), for tests and demos
+        self.servoj_times: collections.deque[float] = collections.deque(maxlen=100_000)  # monotonic receive times
         self.packets_sent = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -257,6 +259,8 @@ class ArmEmulator:
         if len(self.commands_seen) > 100_000:  # a long demo run: keep the recent half
             del self.commands_seen[:50_000]
         name = item.name.lower()
+        if name == "servoj":
+            self.servoj_times.append(time.monotonic())
         motion = dp.is_motion_command(name)
         if self.firmware == "V3" and motion != (kind == "motion"):
             return dp.format_reply(-10000, [], item.text)  # wrong port for this firmware
