@@ -17,9 +17,13 @@ and the two Feetech grippers, and speaks the simulator's observation and action 
 - **Slow policies**: between steps a :class:`~hardware.holder.CommandHolder` re-sends the last safe
   target at the control rate, so the safety layer's 0.5 s command watchdog does not trip while a
   policy computes its next chunk; a policy silent for more than ``max_hold_s`` still trips it.
-- **Faults**: any error while acting stops *both* arms before it propagates; there is no
-  ``snapshot``/``restore`` (this is not a :class:`envs.rollout.RollbackBackend`):
-  :meth:`RealXTrainer.drive_back` retraces the recorded joint path for a human-supervised rollback.
+- **Faults**: any error while acting stops *both* arms before it propagates.
+- **Rollback** (a :class:`envs.rollout.RollbackBackend`, SPEC §8 and issue 8 item 6): the measured
+  14-D joints are recorded after ``reset`` and every step; :meth:`RealXTrainer.snapshot` is just an
+  index into that joint path (cheap: the collection loop takes one per step) and
+  :meth:`RealXTrainer.restore` drives both arms back along the recorded path to it, through the
+  safety layer, and returns the observation there. The *scene* (objects) is restored by the
+  human operator (:mod:`hardware.human_operator`); the robot cannot do that.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +49,18 @@ from hardware.safety import SafeArm, SafetyError
 JOINT_DIM = 14  # [L j1..j6, L grip, R j1..j6, R grip]
 
 
+@dataclass(frozen=True)
+class PathSnapshot:
+    """Where the real bench stood before a step: an index into the episode's recorded joint path."""
+
+    episode: int
+    index: int  # into the recorded joint path (0: the state after reset)
+    step: int  # control steps executed at that point
+    joint_pos: np.ndarray  # the recorded 14-D joints there
+    success_s: float | None  # operator marks at that point
+    n_failures: int
+
+
 class RealXTrainer:
     """Both arms and grippers of the real X-Trainer behind the backend interface."""
 
@@ -52,7 +69,7 @@ class RealXTrainer:
                  arm_model: str = "nova2", action_mode: str = "ee",
                  cameras: Callable[[], dict[str, np.ndarray]] | None = None,
                  home_speed_rad_s: float = 0.5, command_timeout_s: float = 0.5,
-                 max_hold_s: float = DEFAULT_MAX_HOLD_S):
+                 max_hold_s: float = DEFAULT_MAX_HOLD_S, rollback_speed_rad_s: float | None = None):
         if set(arms) != set(ARMS):
             raise ValueError(f"need a DobotConfig for each arm {ARMS}, got {sorted(arms)}")
         if action_mode not in ("ee", "joint"):
@@ -69,6 +86,9 @@ class RealXTrainer:
         self.holder: CommandHolder | None = None
         self._grip = {arm: 1.0 for arm in ARMS}
         self._step = 0
+        self._episode = 0
+        self._path: list[np.ndarray] = []  # measured 14-D joints after reset and after every step
+        self.rollback_speed = rollback_speed_rad_s or home_speed_rad_s
         self._deadline: float | None = None
         self._success_s: float | None = None
         self._failures: list[str] = []
@@ -140,7 +160,10 @@ class RealXTrainer:
             ({arm: home_qpos(arm) for arm in ARMS}, {arm: 1.0 for arm in ARMS})
         self.drive_to(*q)
         self._step, self._deadline, self._success_s, self._failures = 0, None, None, []
-        return self.observe(), self._info(None)
+        self._episode += 1
+        obs = self.observe()
+        self._path = [obs["joint_pos"].copy()]
+        return obs, self._info(None)
 
     def act(self, action: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """One control step: IK (ee mode), safety layer, ServoJ on both arms, grippers, then wait
@@ -162,12 +185,51 @@ class RealXTrainer:
         self._guarded(self._command_grippers)
         self._wait_period()
         self._step += 1
-        return self.observe(), self._info(reports)
+        obs = self.observe()
+        self._path.append(obs["joint_pos"].copy())
+        return obs, self._info(reports)
+
+    @property
+    def time_s(self) -> float:
+        """Episode time: control steps executed times the control period (rolled back by ``restore``)."""
+        return self._step * self.control_dt
+
+    def snapshot(self) -> PathSnapshot:
+        """The current point of the recorded joint path (no I/O)."""
+        if not self._path:
+            raise RuntimeError("no episode is running: call reset() before snapshot()")
+        return PathSnapshot(self._episode, len(self._path) - 1, self._step, self._path[-1].copy(),
+                            self._success_s, len(self._failures))
+
+    def restore(self, snapshot: PathSnapshot, speed_rad_s: float | None = None) -> dict[str, Any]:
+        """Drive both arms back along the recorded joint path to ``snapshot`` (through the safety
+        layer, at ``speed_rad_s``, default ``rollback_speed_rad_s``) and return the observation there.
+
+        Episode time and the operator's marks go back with it; the path after the snapshot is
+        forgotten. The objects on the bench are *not* restored: a human does that.
+        """
+        if not isinstance(snapshot, PathSnapshot):
+            raise TypeError(f"expected a PathSnapshot, got {type(snapshot).__name__}")
+        if snapshot.episode != self._episode:
+            raise ValueError(f"snapshot belongs to episode {snapshot.episode}, the bench runs episode "
+                             f"{self._episode}; a rollback can only retrace the current episode's path")
+        if not 0 <= snapshot.index < len(self._path):
+            raise ValueError(f"snapshot index {snapshot.index} is not on the recorded path "
+                             f"({len(self._path)} points; was it already rolled back past?)")
+        self.drive_back(self._path[snapshot.index:], speed_rad_s=speed_rad_s or self.rollback_speed)
+        del self._path[snapshot.index + 1:]
+        self._step, self._success_s = snapshot.step, snapshot.success_s
+        del self._failures[snapshot.n_failures:]
+        self._deadline = None
+        return self.observe()
 
     def observe(self) -> dict[str, Any]:
         q = {arm: self.safe[arm].joints() for arm in ARMS}
         grip = {arm: self._grip_opening(arm) for arm in ARMS}
-        obs: dict[str, Any] = {"agent_pos": self.ee_pose(q, grip), "joint_pos": self._joint_row(q, grip)}
+        # No privileged state on the real bench: an empty environment_state keeps the recording
+        # format of simulated episodes (flowpro.collect.pair_frames) unchanged.
+        obs: dict[str, Any] = {"agent_pos": self.ee_pose(q, grip), "joint_pos": self._joint_row(q, grip),
+                               "environment_state": np.zeros(0)}
         if self.cameras is not None:
             obs["pixels"] = self.cameras()
         return obs
@@ -317,7 +379,7 @@ class RealXTrainer:
             "failures": list(self._failures),
             "terminal_failure": self._failures[-1] if self._failures else None,
             "failures_seen": list(dict.fromkeys(self._failures)),
-            "time_s": self._step * self.control_dt,
+            "time_s": self.time_s,
             "ik": None if ik is None else {arm: r.as_dict() for arm, r in ik.items()},
         }
 

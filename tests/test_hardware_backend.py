@@ -36,9 +36,9 @@ def _servoj_deg(cmd: str) -> np.ndarray:
     return np.array([float(v) for v in re.match(r"ServoJ\(([^t]*),t=", cmd).group(1).split(",")])
 
 
-def test_implements_the_backend_protocol_but_not_rollback(bench):
+def test_implements_the_rollback_backend_protocol(bench):
     backend, _, _ = bench
-    assert isinstance(backend, Backend) and not isinstance(backend, RollbackBackend)
+    assert isinstance(backend, Backend) and isinstance(backend, RollbackBackend)
 
 
 def test_reset_goes_home_and_observes_like_the_simulator(bench, reach_env):
@@ -163,3 +163,55 @@ def test_keyboard_emergency_stop_stops_both_arms(bench):
     assert all(emus[a].commands_seen[-1] == "ResetRobot()" for a in ARMS)
     with pytest.raises(SafetyStop, match="keyboard emergency stop"):
         backend.act(obs["agent_pos"])
+
+
+def test_restore_drives_back_along_the_path_to_the_snapshot(bench):
+    backend, emus, _ = bench
+    backend.time_limit_s = 10.0
+    obs, _ = backend.reset()
+    action = obs["agent_pos"].copy()
+    snaps, rows = [], []
+    for k in range(8):  # like the collection loop: a snapshot before every step
+        snaps.append(backend.snapshot())
+        rows.append(backend.observe()["joint_pos"])
+        action[arm_slice("left")][POS] += [0.01, 0.0, 0.006]
+        action[arm_slice("right")][POS] += [-0.005, 0.0, 0.004]
+        obs, info = backend.act(action)
+        if k == 5:
+            backend.mark_success()
+            backend.mark_failure("slip")
+    assert info["is_success"] and info["failures"] == ["slip"]
+    assert snaps[3].index == 3 and snaps[3].step == 3
+    np.testing.assert_allclose(snaps[3].joint_pos, rows[3], atol=2e-3)
+
+    n_before = len(emus["left"].commands_seen)
+    obs = backend.restore(snaps[3], speed_rad_s=1.0)
+    np.testing.assert_allclose(obs["joint_pos"][:6], snaps[3].joint_pos[:6], atol=2e-3)
+    np.testing.assert_allclose(obs["joint_pos"][7:13], snaps[3].joint_pos[7:13], atol=2e-3)
+    assert backend.time_s == pytest.approx(3 / 30)
+    # The way back passed the recorded points 6, 5, 4 (newest first) before reaching 3.
+    sent = [_servoj_deg(c) for c in emus["left"].commands_seen[n_before:] if c.startswith("ServoJ")]
+    hits = [int(np.argmin([np.max(np.abs(np.deg2rad(q) - snaps[i].joint_pos[:6])) for q in sent])) for i in (6, 5, 4)]
+    assert hits == sorted(hits), hits
+    _, info = backend.act(obs["agent_pos"])  # marks made after the snapshot are gone
+    assert not info["is_success"] and info["failures"] == [] and info["time_s"] == pytest.approx(4 / 30)
+    assert backend.snapshot().index == 4
+    with pytest.raises(ValueError, match="not on the recorded path"):
+        backend.restore(snaps[7])  # that part of the path was rolled back
+    backend.reset()
+    with pytest.raises(ValueError, match="belongs to episode"):
+        backend.restore(snaps[0])
+    with pytest.raises(TypeError, match="PathSnapshot"):
+        backend.restore({"index": 0})
+
+
+def test_restore_to_the_current_point_does_not_move(bench):
+    backend, emus, _ = bench
+    obs, _ = backend.reset()
+    backend.act(obs["agent_pos"])
+    snap = backend.snapshot()
+    n_before = len(emus["left"].commands_seen)
+    obs = backend.restore(snap)
+    sent = [_servoj_deg(c) for c in emus["left"].commands_seen[n_before:] if c.startswith("ServoJ")]
+    assert all(np.max(np.abs(np.deg2rad(q) - snap.joint_pos[:6])) < 2e-3 for q in sent)
+    assert backend.time_s == pytest.approx(1 / 30) and obs["environment_state"].shape == (0,)
