@@ -41,6 +41,7 @@ from envs.control import IKController
 from envs.geometry import ACTION_DIM, ARMS, GRIP, POS, ROT6, arm_slice, matrix_to_r6, r6_to_matrix
 from envs.kinematics import forward_kinematics
 from envs.xtrainer import BenchConfig, home_qpos
+from hardware.cameras import to_policy_image
 from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.feetech import Gripper
 from hardware.holder import DEFAULT_MAX_HOLD_S, CommandHolder
@@ -144,6 +145,15 @@ class RealXTrainer:
             self.clients[arm].recover()
             safe.reset()
 
+    def pause(self) -> None:
+        """Stop streaming: the arms hold their last target on the controllers and the command
+        watchdog stands down (a human restoring the scene may take minutes). The next motion
+        command re-engages from the measured joints."""
+        lock = self.holder.lock if self.holder is not None else contextlib.nullcontext()
+        with lock:
+            for safe in self.safe.values():
+                safe.idle()
+
     def mark_success(self) -> None:
         """The operator saw the task completed (the real bench has no success predicate)."""
         if self._success_s is None:
@@ -233,6 +243,15 @@ class RealXTrainer:
         if self.cameras is not None:
             obs["pixels"] = self.cameras()
         return obs
+
+    def render_camera(self, camera: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        """One camera's current image (as in ``observe()["pixels"]``), resized to ``size`` = (h, w)."""
+        if self.cameras is None:
+            raise RuntimeError("this RealXTrainer has no cameras (pass cameras=... , e.g. a hardware.cameras.CameraRig)")
+        images = self.cameras()
+        if camera not in images:
+            raise ValueError(f"no camera {camera!r}; the cameras are {sorted(images)}")
+        return to_policy_image(images[camera], rotate=False, size=size)
 
     # ------------------------------------------------------------------ motion helpers
     def drive_to(self, q: Mapping[str, np.ndarray], grip: Mapping[str, float] | None = None,

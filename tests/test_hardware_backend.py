@@ -1,5 +1,6 @@
 """RealXTrainer: the real-robot backend against the loopback emulators (arms over TCP, grippers on ptys)."""
 
+import contextlib
 import re
 
 import numpy as np
@@ -17,19 +18,29 @@ from hardware.feetech_emulator import FeetechServoEmulator
 from hardware.safety import SafetyError, SafetyStop, SafetyViolation
 
 
-@pytest.fixture
-def bench():
+@contextlib.contextmanager
+def emulated_bench(**kwargs):
+    """RealXTrainer connected to both arm emulators (TCP) and both gripper emulators (ptys)."""
     emus = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
     servos = {arm: FeetechServoEmulator(ft.GRIPPER_IDS[arm], position=2400).start() for arm in ARMS}
     ports = {arm: ft.SerialPort(servos[arm].path) for arm in ARMS}
     grippers = {arm: ft.Gripper(ft.FeetechBus(ports[arm]), ft.DEFAULT_CALIBRATION[arm]) for arm in ARMS}
     configs = {arm: DobotConfig(e.host, "V3", e.ports["dashboard"], e.ports["motion"], e.ports["feedback"],
                                 timeout_s=1.0) for arm, e in emus.items()}
-    backend = RealXTrainer(configs, grippers, task_description="reach", time_limit_s=0.4).connect()
-    yield backend, emus, servos
-    backend.close()
-    for x in [*ports.values(), *servos.values(), *emus.values()]:
-        x.close()
+    backend = RealXTrainer(configs, grippers, **{"task_description": "reach", "time_limit_s": 0.4, **kwargs})
+    try:
+        backend.connect()
+        yield backend, emus, servos
+    finally:
+        backend.close()
+        for x in [*ports.values(), *servos.values(), *emus.values()]:
+            x.close()
+
+
+@pytest.fixture
+def bench():
+    with emulated_bench() as b:
+        yield b
 
 
 def _servoj_deg(cmd: str) -> np.ndarray:
