@@ -1,21 +1,27 @@
-"""Benchmark runner: ``python -m benchmarks.run --task usb [--profile default|smoke]``.
+"""Benchmark runner: the paper's evaluation on one task.
 
-The FlowPRO rounds, the baselines and the statistical report arrive with issues 5-7. Until
-then this runs what exists, and says so:
+    python -m benchmarks.run --task usb [--backend sim|real] [--methods rpro,dagger,dagger_buffered,pi06star,tpo]
+                             [--ablations] [--seeds N] [--rollouts N] [--rounds K] [--policy builtin]
+                             [--profile default|paper|smoke] [--out results/usb] [--force]
 
-1. the task's scripted expert, evaluated closed loop on ID and OOD initial states
-   (success rate with Wilson 95 % interval, completion time, failure kinds);
-2. the SFT demonstration dataset (LeRobotDataset v3.0), recorded or resumed under ``--data``;
-3. the SFT base policy (stage 1), trained or resumed under ``--runs`` — a run directory named
-   by a hash of its configuration and dataset size, so the same configuration is reused;
-4. the base policy evaluated closed loop on ID and OOD.
+Stages (each cached by content under ``--data``/``--runs``, so a second or crashed run resumes):
 
-Results go to ``<out>/expert.json`` and ``<out>/sft_base.json`` with the command that made them.
+1. the task's scripted expert, evaluated closed loop on ID and OOD initial states;
+2. the SFT demonstrations (LeRobotDataset), recorded or resumed;
+3. the SFT base policy, trained or reused (run directory named by a hash of its configuration),
+   and its evaluation on ID and OOD;
+4. every method (FlowPRO-RPRO and the baselines) for every seed: ``rounds`` rounds of oracle
+   intervention-and-rollback, fine-tuning and evaluation (ID after every round, OOD after the
+   last), all from the same SFT checkpoint with the same collection protocol and budget;
+5. with ``--ablations``: the loss variants (SFT, DPO, DPO+SFT, PRO, RPRO), one round, ID and OOD;
+6. ``<out>/results.json`` (every rollout, seeds, configuration, versions, git commit, stage
+   times) and ``<out>/report.md`` with its plots, recomputed from ``results.json`` alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import platform
@@ -23,15 +29,21 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import envs  # noqa: F401
 from benchmarks.evaluate import evaluate
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
-from envs.tasks import get_task
+from envs.tasks import TASKS, get_task
 from flowpro.train import SFTConfig, train_sft
+
+METHODS = ("rpro", "dagger", "dagger_buffered", "pi06star", "tpo")
+ABLATIONS = ("sft", "dpo", "dpo_sft", "pro", "rpro")
+POLICY_CHOICES = ("builtin", "smolvla", "pi0", "pi05")
+EVAL_SEED = 1000  # evaluation scenes: seeds 1000, 1001, ... (demos use 0, 1, ...; collection 10^5+)
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -39,18 +51,30 @@ class Profile:
     demos: int
     sft_steps: int
     sft_batch: int
-    policy_rollouts: int  # per split
+    seeds: int  # training seeds per method
+    rounds: int
+    pairs: str  # pairs per round, e.g. "30,30,30"
+    steps: int  # fine-tuning steps per round
+    batch_size: int
+    rollouts: int  # evaluation rollouts per split (base, every round, ablations)
     state_only: bool = True  # privileged object poses instead of cameras (CPU budget)
     sft_model: str = '{"relative_actions": true}'  # JSON overrides of the policy config
+    lr: float = 1e-4
 
 
 PROFILES = {
-    "default": Profile(expert_rollouts=100, demos=100, sft_steps=8000, sft_batch=64, policy_rollouts=50),
-    "smoke": Profile(expert_rollouts=6, demos=2, sft_steps=20, sft_batch=16, policy_rollouts=2),
+    # A real comparison on a 2-core CPU in about an hour from scratch (fewer seeds, pairs, steps
+    # and rollouts than the paper; the report says so).
+    "default": Profile(expert_rollouts=100, demos=100, sft_steps=8000, sft_batch=64, seeds=1, rounds=2,
+                       pairs="10,10", steps=200, batch_size=32, rollouts=20),
+    # The paper's protocol (3 seeds x 100 rollouts x 3 rounds, USB pair counts) for a bigger machine.
+    "paper": Profile(expert_rollouts=100, demos=389, sft_steps=30000, sft_batch=64, seeds=3, rounds=3,
+                     pairs="30,30,30", steps=5000, batch_size=32, rollouts=100),
+    # Minutes, for CI.
+    "smoke": Profile(expert_rollouts=4, demos=2, sft_steps=20, sft_batch=16, seeds=1, rounds=1, pairs="1",
+                     steps=3, batch_size=8, rollouts=1),
 }
-NOT_YET = ("note: the FlowPRO rounds, the baselines and the statistical report are not implemented yet "
-           "(issues 5-7); this run evaluates the scripted expert, records the SFT demonstrations, trains "
-           "the SFT base policy and evaluates it.")
+PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}  # SPEC §1, base pi0
 
 
 def _git_commit() -> str | None:
@@ -64,6 +88,10 @@ def _git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: int) -> Path:
     """Train (or reuse, or resume) the SFT base policy; the run directory is named by its config."""
     info = json.loads((demos_root / "meta/info.json").read_text())
@@ -71,8 +99,7 @@ def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: 
                     steps=profile.sft_steps, batch_size=profile.sft_batch, seed=seed,
                     save_every=max(1, profile.sft_steps // 8), model=profile.sft_model)
     key = {**asdict(cfg), "out": None, "dataset": None, "dataset_episodes": info["total_episodes"]}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    cfg.out = str(runs / f"sft_{digest}")
+    cfg.out = str(runs / f"sft_{_digest(key)}")
     policy_dir = Path(cfg.out) / "policy"
     if policy_dir.exists():
         print(f"reusing {policy_dir}", file=sys.stderr)
@@ -80,63 +107,169 @@ def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: 
     return train_sft(cfg)
 
 
+def _run_method(task: str, label: str, seed: int, base: Path, demos: Path, runs: Path, profile: Profile,
+                rounds: int, eval_splits_last: str, loss: str | None = None, method: str | None = None) -> dict:
+    """One method (or loss variant) for one seed: the FlowPRO rounds, cached by configuration."""
+    from flowpro.finetune import RPROConfig, run_rounds
+
+    method = method or ("flowpro" if label in ABLATIONS or label == "rpro" else label)
+    cfg = RPROConfig(task=task, base=str(base), out="", rounds=rounds, method=method, loss=loss or "rpro",
+                     pairs=profile.pairs, steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
+                     warmup=max(1, profile.steps // 10), seed=seed, eval_rollouts=profile.rollouts,
+                     eval_splits="id", save_every=max(1, profile.steps // 2), demos=str(demos))
+    # Round 1 of every method starts from the same base with the same seed: share its pairs.
+    collection_key = {k: asdict(cfg)[k] for k in ("task", "base", "pairs", "seed", "handback", "stall_s")}
+    cfg = replace(cfg, shared_pairs=str(runs / f"pairs_round1_{_digest(collection_key)}"))
+    key = {**asdict(cfg), "out": None, "method": method, "loss": cfg.loss}
+    cfg = replace(cfg, out=str(runs / f"{method}_{cfg.loss if method == 'flowpro' else ''}_r{rounds}_s{seed}_{_digest(key)}"))
+    run_rounds(cfg)
+    out = Path(cfg.out)
+    rounds_out = [json.loads((out / f"round_{k}/round.json").read_text()) for k in range(1, rounds + 1)]
+    final = rounds_out[-1]["policy"]
+    evaluation = {"id": rounds_out[-1]["evaluation"]["id"]}
+    for split in eval_splits_last.split(","):
+        if split != "id":
+            cache = out / f"final_eval_{split}.json"
+            if not cache.exists():
+                results = evaluate(task, final, list(range(EVAL_SEED, EVAL_SEED + profile.rollouts)), split)
+                cache.write_text(json.dumps({**summarize(results), "rollouts": results}))
+            evaluation[split] = json.loads(cache.read_text())
+    curves = []
+    for r in rounds_out:
+        metrics = out / f"round_{r['round']}/train/metrics.csv"
+        if metrics.exists():
+            with metrics.open() as f:
+                rows = list(csv.DictReader(f))
+            curves.append({"round": r["round"], "step": [int(x["step"]) for x in rows],
+                           **{k: [float(x[k]) if x.get(k) not in (None, "") else None for x in rows]
+                              for k in ("loss", "r_w", "r_l", "accuracy")}})
+    return {"run_dir": str(out), "config": asdict(cfg),
+            "rounds": [{"round": r["round"], "collection": r["collection"], "tuples": r.get("tuples"),
+                        "evaluation": r.get("evaluation", {}), "seconds": r["seconds"]} for r in rounds_out],
+            "final": evaluation, "curves": curves}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="usb")
+    ap.add_argument("--backend", default="sim", choices=("sim", "real"))
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    ap.add_argument("--ablations", action="store_true", help="also the loss variants (one round, ID and OOD)")
+    ap.add_argument("--seeds", type=int, default=None, help="training seeds per method (profile default)")
+    ap.add_argument("--rollouts", type=int, default=None, help="evaluation rollouts per split (profile default)")
+    ap.add_argument("--rounds", type=int, default=None, help="FlowPRO rounds (profile default)")
+    ap.add_argument("--policy", default="builtin", help=f"one of {', '.join(POLICY_CHOICES)}")
     ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
     ap.add_argument("--out", default=None, help="results directory (default results/<task>)")
     ap.add_argument("--data", default=None, help="data directory (default data/<task>)")
     ap.add_argument("--runs", default=None, help="training runs directory (default runs/<task>)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true", help="overwrite a results directory of another configuration")
     args = ap.parse_args(argv)
-    try:
-        get_task(args.task)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
     task = args.task.lower()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    problems = []
+    if task not in TASKS:
+        problems.append(f"unknown task {args.task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        problems.append(f"unknown method(s) {bad}; valid methods: {', '.join(METHODS)}")
+    if args.policy not in POLICY_CHOICES:
+        problems.append(f"unknown policy {args.policy!r}; valid policies: {', '.join(POLICY_CHOICES)}")
+    elif args.policy != "builtin":
+        problems.append(f"policy {args.policy!r}: the runner trains only the built-in policy so far (the LeRobot "
+                        "adapters implement the same contract; SmolVLA/pi0/pi0.5 runs need a GPU and local weights)")
+    if args.backend == "real":
+        problems.append("--backend real needs a configured X-Trainer: arm addresses, gripper serial ports and "
+                        "camera devices in a robot config (see hardware/); the real backend is not wired into "
+                        "the runner yet")
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
+    get_task(task)
+    profile = PROFILES[args.profile]
+    seeds = args.seeds or profile.seeds
+    rounds = args.rounds or profile.rounds
+    profile = replace(profile, rollouts=args.rollouts or profile.rollouts)
     out = Path(args.out or f"results/{task}")
     data = Path(args.data or f"data/{task}")
     runs = Path(args.runs or f"runs/{task}")
-    profile = PROFILES[args.profile]
-    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    provenance = {"command": command, "task": task, "profile": args.profile, "profile_settings": asdict(profile),
-                  "git_commit": _git_commit(), "python": platform.python_version()}
-    print(NOT_YET, file=sys.stderr)
+    settings = {"task": task, "profile": args.profile, "profile_settings": asdict(profile), "seeds": seeds,
+                "rounds": rounds, "methods": methods, "ablations": args.ablations, "policy": args.policy,
+                "backend": args.backend, "seed": args.seed}
+    results_file = out / "results.json"
+    if results_file.exists() and not args.force:
+        previous = json.loads(results_file.read_text()).get("settings")
+        if previous is not None and previous != settings:
+            print(f"error: {results_file} holds results of another configuration; pass --force to overwrite "
+                  f"(nothing was mixed)", file=sys.stderr)
+            return 2
+    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    from flowpro.finetune import _versions
+
+    results: dict = {"command": command, "settings": settings, "git_commit": _git_commit(),
+                     "versions": _versions(), "machine": {"python": platform.python_version()},
+                     "stage_seconds": {}}
     out.mkdir(parents=True, exist_ok=True)
+    n_stages = 5 + args.ablations
 
-    t0 = time.perf_counter()
-    expert = {}
-    for split in ("id", "ood"):
-        print(f"[1/4] expert rollouts: {task}/{split}, {profile.expert_rollouts} episodes", file=sys.stderr)
-        seeds = list(range(args.seed, args.seed + profile.expert_rollouts))
-        expert[split] = summarize(run_episodes(task, split, seeds))
-        print(json.dumps({"split": split, **expert[split]}), file=sys.stderr)
-    print(f"[2/4] SFT demonstrations -> {data / 'demos'} ({profile.demos} episodes, resumable)", file=sys.stderr)
-    demos = record(task, profile.demos, "id", data / "demos", seed=args.seed)
-    (out / "expert.json").write_text(json.dumps({**provenance, "expert": expert, "demos": demos,
-                                                 "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
+    def stage(i: int, text: str) -> float:
+        print(f"[{i}/{n_stages}] {text}", file=sys.stderr)
+        return time.perf_counter()
 
-    t1 = time.perf_counter()
-    print(f"[3/4] SFT base policy ({profile.sft_steps} steps, "
-          f"{'state-only' if profile.state_only else 'vision'})", file=sys.stderr)
-    policy_dir = _stage_sft(task, data / "demos", runs, profile, args.seed)
-    base = {}
+    t = stage(1, f"expert rollouts: {task}, {profile.expert_rollouts} per split")
+    results["expert"] = {s: summarize(run_episodes(task, s, list(range(args.seed, args.seed + profile.expert_rollouts))))
+                         for s in ("id", "ood")}
+    results["stage_seconds"]["expert"] = round(time.perf_counter() - t, 1)
+
+    t = stage(2, f"SFT demonstrations -> {data / 'demos'} ({profile.demos} episodes, resumable)")
+    results["demos"] = record(task, profile.demos, "id", data / "demos", seed=args.seed)
+    results["stage_seconds"]["demos"] = round(time.perf_counter() - t, 1)
+
+    t = stage(3, f"SFT base policy ({profile.sft_steps} steps, {'state-only' if profile.state_only else 'vision'}) "
+                 f"and its evaluation")
+    base = _stage_sft(task, data / "demos", runs, profile, args.seed)
+    eval_seeds = list(range(EVAL_SEED, EVAL_SEED + profile.rollouts))
+    results["base"] = {"policy_dir": str(base), "train_config": json.loads((base.parent / "train_config.json").read_text()),
+                       "evaluation": {}}
     for split in ("id", "ood"):
-        print(f"[4/4] SFT base rollouts: {task}/{split}, {profile.policy_rollouts} episodes", file=sys.stderr)
-        # Evaluation seeds start at 1000: demos use 0, 1, ... so no test scene was a training scene.
-        seeds = list(range(1000 + args.seed, 1000 + args.seed + profile.policy_rollouts))
-        results = evaluate(task, policy_dir, seeds, split)
-        base[split] = {**summarize(results), "rollouts": results}
-        print(json.dumps({"split": split, **{k: v for k, v in base[split].items() if k != "rollouts"}}), file=sys.stderr)
-    train_cfg = json.loads((policy_dir.parent / "train_config.json").read_text())
-    (out / "sft_base.json").write_text(json.dumps({**provenance, "policy_dir": str(policy_dir), "train_config": train_cfg,
-                                                   "evaluation": base,
-                                                   "seconds": round(time.perf_counter() - t1, 1)}, indent=2) + "\n")
-    print(json.dumps({"task": task, "profile": args.profile,
-                      "expert_sr": {k: v["success_rate"] for k, v in expert.items()},
-                      "sft_base_sr": {k: v["success_rate"] for k, v in base.items()}}))
-    print(f"wrote {out / 'expert.json'} and {out / 'sft_base.json'}", file=sys.stderr)
+        cache = base.parent / f"bench_eval_{split}_{profile.rollouts}.json"
+        if not cache.exists():
+            rollouts = evaluate(task, base, eval_seeds, split)
+            cache.write_text(json.dumps({**summarize(rollouts), "rollouts": rollouts}))
+        results["base"]["evaluation"][split] = json.loads(cache.read_text())
+    results["stage_seconds"]["sft_base"] = round(time.perf_counter() - t, 1)
+
+    t = stage(4, f"methods {', '.join(methods)}: {seeds} seed(s) x {rounds} round(s), pairs {profile.pairs}, "
+                 f"{profile.steps} steps/round, {profile.rollouts} rollouts per split")
+    results["methods"] = {}
+    for m in methods:
+        t_m = time.perf_counter()
+        results["methods"][m] = {str(s): _run_method(task, m, s, base, data / "demos", runs, profile, rounds, "id,ood")
+                                 for s in range(args.seed, args.seed + seeds)}
+        results["stage_seconds"][f"method_{m}"] = round(time.perf_counter() - t_m, 1)
+    results["stage_seconds"]["methods"] = round(time.perf_counter() - t, 1)
+
+    if args.ablations:
+        t = stage(5, f"loss ablations {', '.join(ABLATIONS)}: one round, ID and OOD")
+        results["ablations"] = {loss: {str(s): _run_method(task, f"ablation_{loss}", s, base, data / "demos", runs,
+                                                           profile, 1, "id,ood", loss=loss, method="flowpro")
+                                       for s in range(args.seed, args.seed + seeds)}
+                                for loss in ABLATIONS}
+        results["stage_seconds"]["ablations"] = round(time.perf_counter() - t, 1)
+
+    stage(n_stages, f"report -> {out / 'report.md'}")
+    results_file.write_text(json.dumps(results, indent=1) + "\n")
+    from benchmarks.report import write_report
+
+    write_report(results_file)
+    final = {m: {s: r["final"]["id"]["success_rate"] for s, r in by_seed.items()} for m, by_seed in results["methods"].items()}
+    print(json.dumps({"task": task, "profile": args.profile, "sft_base_sr": {k: v["success_rate"] for k, v in
+                                                                            results["base"]["evaluation"].items()},
+                      "final_id_sr": final}))
+    print(f"wrote {results_file} and {out / 'report.md'}", file=sys.stderr)
     return 0
 
 

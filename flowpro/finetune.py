@@ -17,6 +17,7 @@ import copy
 import csv
 import json
 import platform
+import shutil
 import sys
 import time
 import warnings
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from envs.dataset import finished_episodes
 from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
 from flowpro.losses import get_loss, loss_terms
 from flowpro.mixing import CURRENT, PREVIOUS, SFT, MixingSampler, round_ratios
@@ -70,6 +72,7 @@ class RPROConfig:
     log_every: int = 25
     workers: int | None = None
     demos: str | None = None  # D_SFT (default: the base run's dataset)
+    shared_pairs: str | None = None  # a cache of round-1 pairs for runs from the same base, seed and oracle
     cfg_weight: float = 1.0  # pi06star: classifier-free guidance weight at inference (1 = plain conditional)
     tpo_states: int = 8  # tpo: states sub-sampled per trajectory for the trajectory-summed reward
 
@@ -360,8 +363,17 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
             continue
         t0 = time.perf_counter()
         print(f"[round {k}/{cfg.rounds}] collecting {cfg.pairs_in_round(k)} pairs with {policy_dir}", file=sys.stderr)
+        shared = Path(cfg.shared_pairs) if (cfg.shared_pairs and k == 1) else None
+        if shared is not None and finished_episodes(shared) >= cfg.pairs_in_round(k) and not (rdir / "pairs").exists():
+            # Round 1 starts from the same base for every method: the same pairs, collected once.
+            shutil.copytree(shared, rdir / "pairs")
         coll = collect(cfg.task, policy_dir, cfg.pairs_in_round(k), k, rdir / "pairs", seed=100_000 * (cfg.seed + 1) + 10_000 * k,
                        workers=cfg.workers, operator_kwargs={"handback": cfg.handback, "stall_s": cfg.stall_s}, progress=progress)
+        if shared is not None and not shared.exists() and coll["pairs"] >= cfg.pairs_in_round(k):
+            tmp = shared.with_name(shared.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(rdir / "pairs", tmp)
+            tmp.replace(shared)
         row: dict[str, Any] = {"round": k, "collection": coll}
         if coll["pairs"] == 0:
             if not cfg.skip_empty_rounds:

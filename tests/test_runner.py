@@ -2,28 +2,46 @@
 
 import json
 
+from benchmarks.report import write_report
 from benchmarks.run import main
 
 
-def test_runner_smoke_profile_writes_results(tmp_path, capsys):
+def test_runner_smoke_profile_runs_every_method_and_writes_a_recomputable_report(tmp_path, capsys):
     out, data, runs = tmp_path / "results", tmp_path / "data", tmp_path / "runs"
-    argv = ["--task", "usb", "--profile", "smoke", "--out", str(out), "--data", str(data), "--runs", str(runs)]
+    argv = ["--task", "usb", "--profile", "smoke", "--out", str(out), "--data", str(data), "--runs", str(runs),
+            "--ablations"]
     assert main(argv) == 0
-    result = json.loads((out / "expert.json").read_text())
-    assert result["expert"]["id"]["episodes"] == 6 and result["expert"]["ood"]["episodes"] == 6
-    assert result["expert"]["id"]["success_rate"] >= 5 / 6
-    assert result["demos"]["episodes"] == 2
-    assert (data / "demos/meta/info.json").exists()
-    base = json.loads((out / "sft_base.json").read_text())
-    assert [len(base["evaluation"][s]["rollouts"]) for s in ("id", "ood")] == [2, 2]
-    assert base["train_config"]["steps"] == 20
-    assert "not implemented yet" in capsys.readouterr().err
-    # Same configuration again: the SFT run is reused, not retrained.
+    res = json.loads((out / "results.json").read_text())
+    assert res["expert"]["id"]["episodes"] == 4 and res["demos"]["episodes"] == 2
+    assert len(list((tmp_path / "runs").glob("pairs_round1_*"))) == 1  # round 1 collected once for all
+    assert set(res["methods"]) == {"rpro", "dagger", "dagger_buffered", "pi06star", "tpo"}
+    assert set(res["ablations"]) == {"sft", "dpo", "dpo_sft", "pro", "rpro"}
+    for by_seed in (*res["methods"].values(), *res["ablations"].values()):
+        run = by_seed["0"]
+        assert [len(run["final"][s]["rollouts"]) for s in ("id", "ood")] == [1, 1]
+        assert run["rounds"][0]["collection"]["pairs"] == 1
+    report = (out / "report.md").read_text()
+    assert "Cochran–Mantel–Haenszel" in report and "Sign test" in report and "FlowPRO (RPRO)" in report
+    assert (out / "sr_per_round.png").exists() and (out / "implicit_rewards.png").exists()
+    # the report is a pure function of results.json
+    (out / "report.md").unlink()
+    write_report(out / "results.json")
+    assert (out / "report.md").read_text() == report
+    # a rerun reuses every cached stage
+    capsys.readouterr()
     assert main(argv) == 0
     assert "reusing" in capsys.readouterr().err
-    assert len(list(runs.iterdir())) == 1
+    # a different configuration into the same results directory is refused unless --force
+    assert main(argv[:-1]) == 2
+    assert "another configuration" in capsys.readouterr().err
 
 
-def test_runner_rejects_unknown_task(capsys):
+def test_runner_rejects_bad_names_and_an_unconfigured_robot(capsys):
     assert main(["--task", "pack"]) == 2
     assert "valid tasks: reach, usb" in capsys.readouterr().err
+    assert main(["--task", "usb", "--methods", "rpro,ppo"]) == 2
+    assert "valid methods: rpro, dagger, dagger_buffered, pi06star, tpo" in capsys.readouterr().err
+    assert main(["--task", "usb", "--policy", "octo"]) == 2
+    assert "valid policies" in capsys.readouterr().err
+    assert main(["--task", "usb", "--backend", "real"]) == 2
+    assert "needs a configured X-Trainer" in capsys.readouterr().err
