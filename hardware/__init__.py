@@ -10,6 +10,21 @@
   (rollback = drive back along the recorded joint path).
 - :mod:`hardware.keys`, :mod:`hardware.teleop`, :mod:`hardware.human_operator`: the human operator of the
   intervention-and-rollback collection (keys, leader arms, the rollback frame).
+- :mod:`hardware.lerobot_robot`: ``XTrainerRobot`` / ``XTrainerLeader`` under LeRobot's contracts (SPEC §10),
+  also reachable as ``hardware.XTrainerRobot`` / ``hardware.XTrainerLeader`` (imported on first use), which
+  is where LeRobot's ``make_robot_from_config`` looks for them.
 - :mod:`hardware.emulator` (``python -m hardware.emulator``) and :mod:`hardware.feetech_emulator`:
   both controllers on loopback and the grippers on pseudo-terminals, with fault injection.
 """
+
+_LEROBOT_DEVICES = ("XTrainerRobot", "XTrainerLeader", "XTrainerRobotConfig", "XTrainerLeaderConfig")
+
+
+def __getattr__(name: str):
+    # LeRobot's make_device_from_device_class looks for the device class in the package of its
+    # config's module; import the LeRobot adapter (and lerobot) only when it is asked for.
+    if name in _LEROBOT_DEVICES:
+        from hardware import lerobot_robot
+
+        return getattr(lerobot_robot, name)
+    raise AttributeError(f"module 'hardware' has no attribute {name!r}")

@@ -176,8 +176,18 @@ class RealXTrainer:
         return obs, self._info(None)
 
     def act(self, action: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One control step: IK (ee mode), safety layer, ServoJ on both arms, grippers, then wait
-        for the end of the control period and observe."""
+        """One control step: :meth:`command`, then wait for the end of the control period and observe."""
+        reports = self.command(action)
+        self._wait_period()
+        self._step += 1
+        obs = self.observe()
+        self._path.append(obs["joint_pos"].copy())
+        return obs, self._info(reports)
+
+    def command(self, action: np.ndarray) -> dict | None:
+        """Send one action without waiting for the control period (a caller with its own clock, such
+        as LeRobot's record loop): IK (ee mode), safety layer, ServoJ on both arms, grippers.
+        Returns the IK reports (None in joint mode)."""
         action = self._validate(action)
         q_prev = {arm: self._commanded(arm) for arm in ARMS}
         reports = None
@@ -193,11 +203,12 @@ class RealXTrainer:
             self._grip.update(grips)
         self._guarded(lambda: self._servo_together(q_new))
         self._guarded(self._command_grippers)
-        self._wait_period()
-        self._step += 1
-        obs = self.observe()
-        self._path.append(obs["joint_pos"].copy())
-        return obs, self._info(reports)
+        return reports
+
+    def commanded_pose(self) -> np.ndarray:
+        """The 20-dim tool pose of the last commanded joints and gripper targets (what was sent,
+        after IK and the safety layer)."""
+        return self.ee_pose({arm: self._commanded(arm) for arm in ARMS}, self._grip)
 
     @property
     def time_s(self) -> float:
@@ -380,15 +391,7 @@ class RealXTrainer:
 
     def ee_pose(self, q: Mapping[str, np.ndarray], grip: Mapping[str, float]) -> np.ndarray:
         """20-dim world-frame tool pose of joints ``q`` (the simulator's ``agent_pos`` layout)."""
-        row = np.empty(ACTION_DIM)
-        for arm in ARMS:
-            base_pos, base_R = self.cfg.base_pose(arm)
-            T = forward_kinematics(q[arm], self.cfg.arm_spec)
-            s = row[arm_slice(arm)]
-            s[POS] = base_pos + base_R @ T[:3, 3]
-            s[ROT6] = matrix_to_r6(base_R @ T[:3, :3])
-            s[GRIP] = grip[arm]
-        return row
+        return tool_pose_row(self.cfg, q, grip)
 
     def _info(self, ik) -> dict[str, Any]:
         return {
@@ -401,6 +404,20 @@ class RealXTrainer:
             "time_s": self.time_s,
             "ik": None if ik is None else {arm: r.as_dict() for arm, r in ik.items()},
         }
+
+
+def tool_pose_row(cfg: BenchConfig, q: Mapping[str, np.ndarray], grip: Mapping[str, float]) -> np.ndarray:
+    """20-dim world-frame tool pose of both arms' joints ``q`` (rad) through the DH chain the MuJoCo
+    model is built from (SPEC §8), in the simulator's ``agent_pos`` layout."""
+    row = np.empty(ACTION_DIM)
+    for arm in ARMS:
+        base_pos, base_R = cfg.base_pose(arm)
+        T = forward_kinematics(q[arm], cfg.arm_spec)
+        s = row[arm_slice(arm)]
+        s[POS] = base_pos + base_R @ T[:3, 3]
+        s[ROT6] = matrix_to_r6(base_R @ T[:3, :3])
+        s[GRIP] = grip[arm]
+    return row
 
 
 def keyboard_emergency_stop(backend: RealXTrainer, key: str = " ",

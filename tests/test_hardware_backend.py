@@ -181,19 +181,19 @@ def test_restore_drives_back_along_the_path_to_the_snapshot(bench):
     backend.time_limit_s = 10.0
     obs, _ = backend.reset()
     action = obs["agent_pos"].copy()
-    snaps, rows = [], []
+    snaps, rows = [], [obs["joint_pos"]]
     for k in range(8):  # like the collection loop: a snapshot before every step
         snaps.append(backend.snapshot())
-        rows.append(backend.observe()["joint_pos"])
         action[arm_slice("left")][POS] += [0.01, 0.0, 0.006]
         action[arm_slice("right")][POS] += [-0.005, 0.0, 0.004]
         obs, info = backend.act(action)
+        rows.append(obs["joint_pos"])
         if k == 5:
             backend.mark_success()
             backend.mark_failure("slip")
     assert info["is_success"] and info["failures"] == ["slip"]
     assert snaps[3].index == 3 and snaps[3].step == 3
-    np.testing.assert_allclose(snaps[3].joint_pos, rows[3], atol=2e-3)
+    np.testing.assert_array_equal(snaps[3].joint_pos, rows[3])  # the observation the step started from
 
     n_before = len(emus["left"].commands_seen)
     obs = backend.restore(snaps[3], speed_rad_s=1.0)
