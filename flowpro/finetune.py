@@ -54,8 +54,8 @@ class RPROConfig:
     pairs: str = "30,30,30"  # pairs per round (SPEC §6, USB); the last number repeats
     steps: int = 1000  # fine-tuning steps per round
     batch_size: int = 32
-    lr: float = 1e-4
-    lr_min: float = 2.5e-5
+    lr: float = 3e-5
+    lr_min: float | None = None  # cosine floor; default lr / 4 (the paper: 1e-5 -> 2.5e-6)
     warmup: int = 100
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
@@ -79,6 +79,10 @@ class RPROConfig:
     def pairs_in_round(self, k: int) -> int:
         counts = [int(x) for x in self.pairs.split(",")]
         return counts[min(k, len(counts)) - 1]
+
+    def __post_init__(self) -> None:
+        if self.lr_min is None:
+            self.lr_min = self.lr / 4
 
     def validate(self) -> None:
         get_loss(self.loss)

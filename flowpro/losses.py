@@ -3,7 +3,8 @@
 Every loss is a pure function of the four per-sample flow-matching losses ``l_theta_w``,
 ``l_theta_l``, ``l_ref_w``, ``l_ref_l`` (each [B], paper Eq. 3), evaluated with one shared
 ``(eps, t)`` draw per tuple, so each can be checked by hand. Each returns the scalar loss and a
-dict of detached diagnostics: mean ``r_w``, ``r_l``, ``margin``, implicit ``accuracy``, the
+dict of detached diagnostics: mean ``r_w``, ``r_l``, ``margin``, implicit ``accuracy`` (over the
+tuples whose ``r_w != r_l``; NaN when all are identical pairs), the
 ``l_*`` means and every term that enters the loss.
 """
 
@@ -34,8 +35,11 @@ def _terms(l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tenso
            ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     _check(l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta)
     r_w, r_l = implicit_reward(l_theta_w, l_ref_w, beta), implicit_reward(l_theta_l, l_ref_l, beta)
-    stats = {"r_w": r_w.mean(), "r_l": r_l.mean(), "margin": (r_w - r_l).mean(),
-             "accuracy": (r_w > r_l).float().mean(), "l_theta_w": l_theta_w.mean(), "l_theta_l": l_theta_l.mean(),
+    # Implicit accuracy over the tuples that are real preferences: an identical pair (shared
+    # draws) has r_w == r_l exactly and says nothing about the ranking.
+    differ = r_w != r_l
+    accuracy = (r_w > r_l)[differ].float().mean() if differ.any() else torch.tensor(float("nan"))
+    stats = {"r_w": r_w.mean(), "r_l": r_l.mean(), "margin": (r_w - r_l).mean(), "accuracy": accuracy, "l_theta_w": l_theta_w.mean(), "l_theta_l": l_theta_l.mean(),
              "l_ref_w": l_ref_w.mean(), "l_ref_l": l_ref_l.mean()}
     return r_w, r_l, stats
 

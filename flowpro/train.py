@@ -165,7 +165,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls, required: 
         elif f.name in required:
             parser.add_argument(name, required=True)
         elif f.default is None:
-            parser.add_argument(name, default=None, type=int if "int" in str(f.type) else str)
+            kind = int if "int" in str(f.type) else float if "float" in str(f.type) else str
+            parser.add_argument(name, default=None, type=kind)
         else:
             parser.add_argument(name, type=type(f.default), default=f.default)
 
