@@ -35,7 +35,7 @@ from flowpro.losses import get_loss, loss_terms
 from flowpro.mixing import CURRENT, PREVIOUS, SFT, MixingSampler, round_ratios
 from flowpro.policies import FlowPolicy
 from flowpro.policies.base import ACTION, ACTION_PAD
-from flowpro.train import lr_at, save_checkpoint
+from flowpro.train import load_last_checkpoint, lr_at, save_checkpoint
 
 
 @dataclass
@@ -247,18 +247,12 @@ def finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, 
                             getattr(method, "items_per_batch", cfg.batch_size), seed=cfg.seed * 1000 + k)
     optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + k)
-    start, last = 0, out / "checkpoints" / "last.json"
-    if last.exists():
-        ckpt = out / "checkpoints" / json.loads(last.read_text())["dir"]
-        policy = FlowPolicy.load(ckpt / "policy")
-        optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        state = torch.load(ckpt / "training_state.pt", weights_only=False)
-        optim.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+    start = 0
+    resumed = load_last_checkpoint(out, cfg, gen)
+    if resumed:
+        policy, optim, state = resumed
         sampler.set_state(state["sampler"])
         start = state["step"]
-        print(f"resuming round {k} from {ckpt} (step {start})", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     fields = ["step", "loss", "lr", "r_w", "r_l", "margin", "accuracy", "l_theta_w", "l_theta_l", "l_ref_w",
               "l_ref_l", "contrastive", "regulariser", "sft", "grad_contrastive", "grad_regulariser", "grad_sft",

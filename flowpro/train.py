@@ -85,6 +85,24 @@ def save_checkpoint(out: Path, step: int, policy: FlowPolicy, optim: torch.optim
     tmp.replace(out / "checkpoints" / "last.json")  # atomic: a crash never points at a half checkpoint
 
 
+def load_last_checkpoint(out: Path, cfg, gen: torch.Generator
+                         ) -> tuple[FlowPolicy, torch.optim.Optimizer, dict] | None:
+    """Policy, optimizer (``cfg.lr``, ``cfg.weight_decay``) and training state of the last
+    checkpoint under ``out``, with the generator and torch RNG put back; None for a fresh run."""
+    last = out / "checkpoints" / "last.json"
+    if not last.exists():
+        return None
+    ckpt = out / "checkpoints" / json.loads(last.read_text())["dir"]
+    policy = FlowPolicy.load(ckpt / "policy")
+    optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = torch.load(ckpt / "training_state.pt", weights_only=False)
+    optim.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    print(f"resuming from {ckpt} (step {state['step']})", file=sys.stderr)
+    return policy, optim, state
+
+
 def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,17 +113,10 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
-    last = out / "checkpoints" / "last.json"
-    if last.exists():  # resume
-        ckpt = out / "checkpoints" / json.loads(last.read_text())["dir"]
-        policy = FlowPolicy.load(ckpt / "policy")
-        optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        state = torch.load(ckpt / "training_state.pt", weights_only=False)
-        optim.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+    resumed = load_last_checkpoint(out, cfg, gen)
+    if resumed:
+        policy, optim, state = resumed
         start = state["step"]
-        print(f"resuming from {ckpt} (step {start})", file=sys.stderr)
     else:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     metrics = (out / "metrics.csv").open("a", newline="")

@@ -113,3 +113,38 @@ def test_one_real_round_runs_end_to_end_and_resumes(usb_base, tmp_path, capsys):
     assert (out / "round_1/round.json").read_text() == before
     # the same directory with another configuration is refused
     assert train_main(argv[:-2] + ["--stall-s", "2.0"]) == 2
+
+
+def test_a_round_interrupted_mid_way_resumes_to_the_same_policy(tmp_path, monkeypatch):
+    from flowpro.finetune import Method, finetune_round
+    from flowpro.mixing import CURRENT, SFT
+
+    def samples(seed, n):
+        b = _batch(n_identical=2, seed=seed)
+        return [{k: (v[i] if torch.is_tensor(v) else v[i]) for k, v in b.items()} for i in range(n)]
+
+    buffers = {CURRENT: samples(1, 6), SFT: samples(2, 6)}
+    cfg = RPROConfig(task="usb", base="-", out="-", steps=6, batch_size=4, warmup=1, save_every=3, log_every=1,
+                     beta=10.0)
+
+    def run(out):
+        policy = _policy()
+        return finetune_round(cfg, 1, Method(cfg), policy, frozen_reference(policy), buffers, out, progress=False)
+
+    full = run(tmp_path / "full")
+    calls = {"n": 0}
+    real = Method.batch_loss
+
+    def crash_at_step_4(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Method, "batch_loss", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "part")
+    monkeypatch.setattr(Method, "batch_loss", real)
+    resumed = run(tmp_path / "part")
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
