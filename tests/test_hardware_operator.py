@@ -64,7 +64,7 @@ def test_a_human_intervention_through_the_collection_loop_makes_a_pair(bench, tm
     operator = HumanOperator(teleop, keys, HumanOperatorConfig(k_back=4, k_step=2, frames_dir=str(tmp_path),
                                                                confirm_timeout_s=2.0), log=log.append)
     assert all(callable(getattr(operator, m)) for m in ("reset", "watch", "begin_correction", "correction_action"))
-    pairs, summary = intervention_rollout(backend, PushLeft(), operator, seed=7, n_action_steps=1)
+    pairs, summary = intervention_rollout(backend, PushLeft(), operator, seed=7, n_action_steps=1, pictures=True)
 
     assert summary["interventions"] == 1 and summary["k_back"] == [6] and summary["outcome"] == "time_limit"
     (pair,) = pairs
@@ -87,6 +87,7 @@ def test_a_human_intervention_through_the_collection_loop_makes_a_pair(bench, tm
     expected = np.concatenate([pair.loser[0].obs["pixels"][c] for c in ("top", "left_wrist", "right_wrist")], axis=1)
     np.testing.assert_array_equal(sheet, expected)
     assert frame.name == "rollback_0001_step00004.png" and any(str(frame) in m for m in log)
+    assert {k: v.shape for k, v in pair.pictures.items()} == {"intervention": (240, 320, 3), "rollback": (240, 320, 3)}
     # Written exactly like a simulated pair.
     frames = pair_frames(pair, "reach", 1, 0)
     assert [f["role"] for f in frames] == ["l"] * 6 + ["w"] * 5
