@@ -6,8 +6,17 @@ import time
 import numpy as np
 import pytest
 
-from hardware.cameras import (ROTATED_CAMERAS, CameraError, CameraRig, OpenCVSource, RealSenseSource,
-                              SyntheticSource, make_rig, make_source, to_policy_image)
+from hardware.cameras import (
+    ROTATED_CAMERAS,
+    CameraError,
+    CameraRig,
+    OpenCVSource,
+    RealSenseSource,
+    SyntheticSource,
+    make_rig,
+    make_source,
+    to_policy_image,
+)
 
 
 def _marked(h=48, w=64) -> np.ndarray:
