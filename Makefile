@@ -23,6 +23,7 @@ perf: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.perf.platform_speed --task usb --out results/perf/platform_speed_usb.json
 	$(VENV)/bin/python -m benchmarks.perf.demo_throughput
 	$(VENV)/bin/python -m benchmarks.perf.policy_speed
+	$(VENV)/bin/python -m benchmarks.perf.rpro_step
 
 clean-venv:
 	rm -rf $(VENV)

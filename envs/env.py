@@ -18,13 +18,23 @@ import mujoco
 import numpy as np
 
 from envs.control import IKController
-from envs.geometry import ACTION_DIM, ARMS, GRIP, POS, ROT6, arm_slice, matrix_to_r6, r6_to_matrix
+from envs.geometry import (
+    ACTION_DIM,
+    ARMS,
+    GRIP,
+    JOINT_DIM,
+    POS,
+    ROT6,
+    arm_slice,
+    matrix_to_r6,
+    r6_to_matrix,
+    validate_action,
+)
 from envs.kinematics import forward_kinematics
 from envs.tasks import get_task
 from envs.tasks.base import check_split
 from envs.xtrainer import CAMERAS, FINGER_TRAVEL_M, BenchConfig, build_xml, fingerprint, home_qpos
 
-JOINT_DIM = 14  # X-Trainer format: [L j1..j6, L grip, R j1..j6, R grip]
 OBS_MODES = ("rgb", "state")
 ACTION_MODES = ("ee", "joint")
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -215,19 +225,7 @@ class XTrainerEnv(gym.Env):
         return self.observe(), self._info(ik=reports)
 
     def _validate(self, action) -> np.ndarray:
-        a = np.asarray(action, dtype=np.float64)
-        expected = self.action_space.shape
-        if a.shape != expected:
-            raise ValueError(f"action must have shape {expected} ({self.action_mode} mode), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf at indices {np.flatnonzero(~np.isfinite(a)).tolist()}")
-        if self.action_mode == "ee":
-            for arm in ARMS:
-                try:
-                    r6_to_matrix(a[arm_slice(arm)][ROT6])
-                except ValueError as e:
-                    raise ValueError(f"{arm} arm rotation is invalid: {e}") from None
-        return a
+        return validate_action(action, self.action_mode)
 
     def _write_ctrl(self, q_from: dict, q_to: dict, alpha: float) -> None:
         for a in ARMS:

@@ -74,3 +74,24 @@ def matrix_to_quat(R: np.ndarray) -> np.ndarray:
     q = np.empty(4)
     mujoco.mju_mat2Quat(q, np.ascontiguousarray(R, dtype=np.float64).reshape(9))
     return q if q[0] >= 0 else -q
+
+
+JOINT_DIM = 14  # X-Trainer joint format: [L j1..j6, L grip, R j1..j6, R grip]
+
+
+def validate_action(action, action_mode: str = "ee") -> np.ndarray:
+    """A checked float64 action row: 20-dim end-effector targets (``"ee"``) with invertible 6D
+    rotations, or 14-dim joints (``"joint"``); raises ``ValueError`` naming the problem."""
+    a = np.asarray(action, dtype=np.float64)
+    expected = (ACTION_DIM,) if action_mode == "ee" else (JOINT_DIM,)
+    if a.shape != expected:
+        raise ValueError(f"action must have shape {expected} ({action_mode} mode), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or inf at indices {np.flatnonzero(~np.isfinite(a)).tolist()}")
+    if action_mode == "ee":
+        for arm in ARMS:
+            try:
+                r6_to_matrix(a[arm_slice(arm)][ROT6])
+            except ValueError as e:
+                raise ValueError(f"{arm} arm rotation is invalid: {e}") from None
+    return a

@@ -38,7 +38,18 @@ from typing import Any
 import numpy as np
 
 from envs.control import IKController
-from envs.geometry import ACTION_DIM, ARMS, GRIP, POS, ROT6, arm_slice, matrix_to_r6, r6_to_matrix
+from envs.geometry import (
+    ACTION_DIM,
+    ARMS,
+    GRIP,
+    JOINT_DIM,
+    POS,
+    ROT6,
+    arm_slice,
+    matrix_to_r6,
+    r6_to_matrix,
+    validate_action,
+)
 from envs.kinematics import forward_kinematics
 from envs.xtrainer import BenchConfig, home_qpos
 from hardware.cameras import to_policy_image
@@ -46,8 +57,6 @@ from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.feetech import Gripper
 from hardware.holder import DEFAULT_MAX_HOLD_S, CommandHolder
 from hardware.safety import SafeArm, SafetyError
-
-JOINT_DIM = 14  # [L j1..j6, L grip, R j1..j6, R grip]
 
 
 @dataclass(frozen=True)
@@ -359,20 +368,8 @@ class RealXTrainer:
         return safe.q_cmd.copy() if safe.q_cmd is not None else safe.joints()
 
     # ------------------------------------------------------------------ layouts
-    def _validate(self, action: np.ndarray) -> np.ndarray:
-        a = np.asarray(action, dtype=np.float64)
-        expected = (ACTION_DIM,) if self.action_mode == "ee" else (JOINT_DIM,)
-        if a.shape != expected:
-            raise ValueError(f"action must have shape {expected} ({self.action_mode} mode), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf at indices {np.flatnonzero(~np.isfinite(a)).tolist()}")
-        if self.action_mode == "ee":
-            for arm in ARMS:
-                try:
-                    r6_to_matrix(a[arm_slice(arm)][ROT6])
-                except ValueError as e:
-                    raise ValueError(f"{arm} arm rotation is invalid: {e}") from None
-        return a
+    def _validate(self, action) -> np.ndarray:
+        return validate_action(action, self.action_mode)
 
     @staticmethod
     def _split_joint_row(row: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:

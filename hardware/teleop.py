@@ -19,11 +19,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from envs.geometry import ARMS
+from envs.geometry import ARMS, JOINT_DIM
 from hardware.dobot_client import DobotConfig, FeedbackReader, StaleFeedbackError
 from hardware.dobot_protocol import DobotConnectionError
-
-JOINT_DIM = 14
 
 
 @runtime_checkable
