@@ -1,7 +1,7 @@
 """Benchmark runner: the paper's evaluation on one task.
 
     python -m benchmarks.run --task usb [--backend sim|real] [--methods rpro,dagger,dagger_buffered,pi06star,tpo]
-                             [--ablations] [--seeds N] [--rollouts N] [--rounds K] [--policy builtin]
+                             [--[no-]ablations] [--seeds N] [--rollouts N] [--rounds K] [--policy builtin]
                              [--profile default|paper|smoke] [--out results/usb] [--force]
 
 Stages (each cached by content under ``--data``/``--runs``, so a second or crashed run resumes):
@@ -13,7 +13,7 @@ Stages (each cached by content under ``--data``/``--runs``, so a second or crash
 4. every method (FlowPRO-RPRO and the baselines) for every seed: ``rounds`` rounds of oracle
    intervention-and-rollback, fine-tuning and evaluation (ID after every round, OOD after the
    last), all from the same SFT checkpoint with the same collection protocol and budget;
-5. with ``--ablations``: the loss variants (SFT, DPO, DPO+SFT, PRO, RPRO), one round, ID and OOD;
+5. unless ``--no-ablations`` (or the smoke profile): the loss variants (SFT, DPO, DPO+SFT, PRO, RPRO), one round, ID and OOD;
 6. ``<out>/results.json`` (every rollout, seeds, configuration, versions, git commit, stage
    times) and ``<out>/report.md`` with its plots, recomputed from ``results.json`` alone.
 """
@@ -61,6 +61,7 @@ class Profile:
     sft_model: str = '{"relative_actions": true}'  # JSON overrides of the policy config
     lr: float = 3e-5  # fine-tuning (cosine to lr / 4)
     beta: float = 100.0  # SPEC §4 sweeps {100, 300, 1000, 3000}; 100 keeps |r| = O(1) for this small policy
+    ablations: bool = True  # the loss variants, one round (paper Fig. 4b)
 
 
 PROFILES = {
@@ -73,7 +74,7 @@ PROFILES = {
                      pairs="30,30,30", steps=5000, batch_size=32, rollouts=100),
     # Minutes, for CI.
     "smoke": Profile(expert_rollouts=4, demos=2, sft_steps=20, sft_batch=16, seeds=1, rounds=1, pairs="1",
-                     steps=3, batch_size=8, rollouts=1),
+                     steps=3, batch_size=8, rollouts=1, ablations=False),
 }
 PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}  # SPEC §1, base pi0
 
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", default="usb")
     ap.add_argument("--backend", default="sim", choices=("sim", "real"))
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
-    ap.add_argument("--ablations", action="store_true", help="also the loss variants (one round, ID and OOD)")
+    ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
+                    help="the loss variants, one round, ID and OOD (default: the profile's choice)")
     ap.add_argument("--seeds", type=int, default=None, help="training seeds per method (profile default)")
     ap.add_argument("--rollouts", type=int, default=None, help="evaluation rollouts per split (profile default)")
     ap.add_argument("--rounds", type=int, default=None, help="FlowPRO rounds (profile default)")
@@ -206,11 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or profile.seeds
     rounds = args.rounds or profile.rounds
     profile = replace(profile, rollouts=args.rollouts or profile.rollouts)
+    if args.ablations is not None:
+        profile = replace(profile, ablations=args.ablations)
     out = Path(args.out or f"results/{task}")
     data = Path(args.data or f"data/{task}")
     runs = Path(args.runs or f"runs/{task}")
     settings = {"task": task, "profile": args.profile, "profile_settings": asdict(profile), "seeds": seeds,
-                "rounds": rounds, "methods": methods, "ablations": args.ablations, "policy": args.policy,
+                "rounds": rounds, "methods": methods, "policy": args.policy,
                 "backend": args.backend, "seed": args.seed}
     results_file = out / "results.json"
     if results_file.exists() and not args.force:
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                      "versions": _versions(), "machine": {"python": platform.python_version()},
                      "stage_seconds": {}}
     out.mkdir(parents=True, exist_ok=True)
-    n_stages = 5 + args.ablations
+    n_stages = 5 + profile.ablations
 
     def stage(i: int, text: str) -> float:
         print(f"[{i}/{n_stages}] {text}", file=sys.stderr)
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         results["stage_seconds"][f"method_{m}"] = round(time.perf_counter() - t_m, 1)
     results["stage_seconds"]["methods"] = round(time.perf_counter() - t, 1)
 
-    if args.ablations:
+    if profile.ablations:
         t = stage(5, f"loss ablations {', '.join(ABLATIONS)}: one round, ID and OOD")
         results["ablations"] = {loss: {str(s): _run_method(task, f"ablation_{loss}", s, base, data / "demos", runs,
                                                            profile, 1, "id,ood", loss=loss, method="flowpro")

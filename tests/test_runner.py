@@ -32,7 +32,7 @@ def test_runner_smoke_profile_runs_every_method_and_writes_a_recomputable_report
     assert main(argv) == 0
     assert "reusing" in capsys.readouterr().err
     # a different configuration into the same results directory is refused unless --force
-    assert main(argv[:-1]) == 2
+    assert main(argv[:-1] + ["--no-ablations"]) == 2
     assert "another configuration" in capsys.readouterr().err
 
 
