@@ -15,6 +15,10 @@
   is where LeRobot's ``make_robot_from_config`` looks for them.
 - :mod:`hardware.emulator` (``python -m hardware.emulator``) and :mod:`hardware.feetech_emulator`:
   both controllers on loopback and the grippers on pseudo-terminals, with fault injection.
+- :mod:`hardware.config`: the robot configuration file (arms, grippers, cameras, leader arms, safety
+  overrides; ``xtrainer.example.json`` matches the emulator) and ``make_backend`` / ``make_leader``.
+- :mod:`hardware.run` (``python -m hardware.run evaluate|collect``): policy evaluation and
+  human-operator pair collection on the real bench through the simulation's loops.
 """
 
 _LEROBOT_DEVICES = ("XTrainerRobot", "XTrainerLeader", "XTrainerRobotConfig", "XTrainerLeaderConfig")

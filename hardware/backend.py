@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.control import IKController
+from envs.control import MAX_JOINT_STEP_RAD, IKController
 from envs.geometry import (
     ACTION_DIM,
     ARMS,
@@ -79,7 +79,8 @@ class RealXTrainer:
                  arm_model: str = "nova2", action_mode: str = "ee",
                  cameras: Callable[[], dict[str, np.ndarray]] | None = None,
                  home_speed_rad_s: float = 0.5, command_timeout_s: float = 0.5,
-                 max_hold_s: float = DEFAULT_MAX_HOLD_S, rollback_speed_rad_s: float | None = None):
+                 max_hold_s: float = DEFAULT_MAX_HOLD_S, rollback_speed_rad_s: float | None = None,
+                 max_step_rad: float = MAX_JOINT_STEP_RAD):
         if set(arms) != set(ARMS):
             raise ValueError(f"need a DobotConfig for each arm {ARMS}, got {sorted(arms)}")
         if action_mode not in ("ee", "joint"):
@@ -93,6 +94,7 @@ class RealXTrainer:
         self.grippers = dict(grippers or {})
         self.safe: dict[str, SafeArm] = {}
         self._command_timeout_s, self.max_hold_s = command_timeout_s, max_hold_s
+        self._max_step_rad = max_step_rad  # the safety layer's joint step per command (it caps it at 0.9 rad)
         self.holder: CommandHolder | None = None
         self._grip = {arm: 1.0 for arm in ARMS}
         self._step = 0
@@ -113,7 +115,7 @@ class RealXTrainer:
                 self.clients[arm].connect()
                 self.clients[arm].start_up()
                 self.safe[arm] = SafeArm(self.clients[arm], arm, model=self.cfg.arm, control_dt=self.control_dt,
-                                         command_timeout_s=self._command_timeout_s)
+                                         command_timeout_s=self._command_timeout_s, max_step_rad=self._max_step_rad)
             for g in self.grippers.values():
                 g.start()
             self.holder = CommandHolder(self._resend_held, self.control_dt, max_hold_s=self.max_hold_s,

@@ -25,7 +25,9 @@ a paused (stale) feedback stream, packets with a wrong test value, delayed, malf
 replies, and feedback packets split across TCP segments.
 
 The command line also emulates both Feetech grippers (IDs 21 / 22), each on its own
-pseudo-terminal (:mod:`hardware.feetech_emulator`), and prints the paths to open.
+pseudo-terminal (:mod:`hardware.feetech_emulator`), prints the paths to open and links them under
+stable names (``--gripper-links``, default :data:`GRIPPER_LINK_DIR`: ``gripper_left``,
+``gripper_right``), which is where ``hardware/xtrainer.example.json`` looks for them.
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ from __future__ import annotations
 import argparse
 import collections
 import math
+import os
+import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -48,6 +54,7 @@ from hardware.feetech_emulator import FeetechServoEmulator
 
 FEEDBACK_PERIOD_S = 0.008
 DEFAULT_HOSTS = {"left": "127.0.0.1", "right": "127.0.0.2"}
+GRIPPER_LINK_DIR = Path(tempfile.gettempdir()) / "xtrainer-emulator"  # <dir>/gripper_<arm> -> the gripper's pty
 
 
 @dataclass
@@ -527,6 +534,35 @@ class XTrainerEmulator:
         self.close()
 
 
+def link_grippers(paths: dict[str, str], directory: str | Path) -> dict[Path, str]:
+    """Symlink ``<directory>/gripper_<arm>`` to each gripper's pseudo-terminal (replacing old links);
+    returns ``{link: target}``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    links = {}
+    for arm, target in paths.items():
+        link, tmp = directory / f"gripper_{arm}", directory / f".gripper_{arm}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+        links[link] = target
+    return links
+
+
+def unlink_grippers(links: dict[Path, str]) -> None:
+    """Remove the links made by :func:`link_grippers`, unless another emulator has replaced them."""
+    for link, target in links.items():
+        try:
+            if os.readlink(link) == target:
+                link.unlink()
+        except OSError:
+            pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m hardware.emulator", description=__doc__.split("\n\n")[0])
     p.add_argument("--left", default=DEFAULT_HOSTS["left"], help="address of the left arm's controller")
@@ -542,6 +578,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split-feedback", type=int, default=0, help="send feedback packets in chunks of N bytes")
     p.add_argument("--error-after", type=float, default=None, help="enter error mode after this many seconds")
     p.add_argument("--no-grippers", action="store_true", help="do not emulate the Feetech grippers")
+    p.add_argument("--gripper-links", default=str(GRIPPER_LINK_DIR), metavar="DIR",
+                   help="link DIR/gripper_left and DIR/gripper_right to the grippers' pseudo-terminals "
+                        "(what hardware/xtrainer.example.json opens); '' for no links")
     args = p.parse_args(argv)
     faults = Faults(reply_delay_s=args.reply_delay, split_replies=args.split_replies,
                     split_feedback=args.split_feedback)
@@ -555,6 +594,11 @@ def main(argv: list[str] | None = None) -> None:
     grippers = [] if args.no_grippers else [FeetechServoEmulator(GRIPPER_IDS[arm]).start() for arm in GRIPPER_IDS]
     for arm, g in zip(GRIPPER_IDS, grippers):
         print(f"{arm} gripper (Feetech ID {g.servo_id}) on {g.path}", flush=True)
+    links = link_grippers({arm: g.path for arm, g in zip(GRIPPER_IDS, grippers)}, args.gripper_links) \
+        if grippers and args.gripper_links else {}
+    if links:
+        print("gripper links: " + ", ".join(str(link) for link in links), flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C (links, sockets, ptys)
     try:
         t0 = time.monotonic()
         while True:
@@ -567,6 +611,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        unlink_grippers(links)
         emu.close()
         for g in grippers:
             g.close()
