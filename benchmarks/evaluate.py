@@ -147,7 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temporal-ensemble", type=float, default=None, metavar="K",
                     help="ACT-style temporal ensembling with weights exp(-K*i); re-plans every step")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--backend", default="sim", choices=("sim", "real"))
+    ap.add_argument("--robot-config", default=None, help="--backend real: the X-Trainer configuration file "
+                    "(see hardware/xtrainer.example.json)")
     args = ap.parse_args(argv)
+    if args.backend == "real":
+        return _main_real(args)
     try:
         results = evaluate(args.task, args.policy, list(range(args.seed, args.seed + args.rollouts)), args.split,
                            args.workers, args.n_action_steps, args.temporal_ensemble)
@@ -164,6 +169,26 @@ def main(argv: list[str] | None = None) -> int:
                **summarize(results)}
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
+    return 0
+
+
+def _main_real(args) -> int:
+    """The same rollouts on the real X-Trainer, one after another (:func:`hardware.run.evaluate_real`)."""
+    if not args.robot_config:
+        print("error: --backend real needs --robot-config FILE: the arms' addresses and firmware, the grippers' "
+              "serial ports and calibration, the cameras (see hardware/xtrainer.example.json)", file=sys.stderr)
+        return 2
+    from hardware.run import evaluate_real
+    from hardware.config import load_robot_config
+
+    try:
+        out = Path(args.out) if args.out else resolve_policy_dir(args.policy).parent / "eval_real.jsonl"
+        results = evaluate_real(load_robot_config(args.robot_config), args.policy, args.rollouts, out, task=args.task,
+                                seed=args.seed, n_action_steps=args.n_action_steps)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"task": args.task, "policy": str(args.policy), "backend": "real", **summarize(results)}))
     return 0
 
 

@@ -196,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"policy {args.policy!r}: the runner trains only the built-in policy so far (the LeRobot "
                         "adapters implement the same contract; SmolVLA/pi0/pi0.5 runs need a GPU and local weights)")
     if args.backend == "real":
-        problems.append("--backend real needs a configured X-Trainer: arm addresses, gripper serial ports and "
-                        "camera devices in a robot config (see hardware/); the real backend is not wired into "
-                        "the runner yet")
+        problems.append("--backend real needs a configured X-Trainer: the arms' addresses and firmware, the grippers' "
+                        "serial ports and calibration, the cameras and leader arms in a robot configuration file "
+                        "(hardware/xtrainer.example.json). The runner does not drive the rounds on the robot yet: "
+                        "run the stages with `python -m benchmarks.evaluate --backend real --robot-config FILE`, "
+                        "`python -m flowpro.collect --backend real --robot-config FILE` and `python -m flowpro.train rpro`")
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)

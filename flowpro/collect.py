@@ -317,7 +317,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall", type=float, default=8.0, help="seconds without stage progress that count as a failure")
     ap.add_argument("--persist", type=float, default=1.0,
                     help="seconds a non-terminal failure predicate must hold before the oracle intervenes")
+    ap.add_argument("--backend", default="sim", choices=("sim", "real"),
+                    help="real: a human operator on the X-Trainer (hardware.run.collect_real)")
+    ap.add_argument("--robot-config", default=None, help="--backend real: the X-Trainer configuration file")
     args = ap.parse_args(argv)
+    if args.backend == "real":
+        if not args.robot_config:
+            print("error: --backend real needs --robot-config FILE: the arms' addresses and firmware, the grippers' "
+                  "serial ports and calibration, the cameras and the leader arms (see hardware/xtrainer.example.json)",
+                  file=sys.stderr)
+            return 2
+        from hardware.config import load_robot_config
+        from hardware.run import collect_real
+
+        try:
+            summary = collect_real(load_robot_config(args.robot_config), args.policy, args.pairs, args.round_k,
+                                   args.root, task=args.task, seed=args.seed, n_action_steps=args.n_action_steps)
+        except (ValueError, FileNotFoundError, DatasetMismatch) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(summary))
+        return 0
     kwargs = {"handback": args.handback, "margin_steps": tuple(args.margin), "max_back": args.max_back,
               "stall_s": args.stall, "persist_s": args.persist}
     try:

@@ -45,3 +45,17 @@ def test_runner_rejects_bad_names_and_an_unconfigured_robot(capsys):
     assert "valid policies" in capsys.readouterr().err
     assert main(["--task", "usb", "--backend", "real"]) == 2
     assert "needs a configured X-Trainer" in capsys.readouterr().err
+
+
+def test_real_backend_entry_points_say_what_to_configure(capsys):
+    from benchmarks.evaluate import main as evaluate_main
+    from flowpro.collect import main as collect_main
+
+    assert evaluate_main(["--task", "usb", "--policy", "x", "--backend", "real"]) == 2
+    assert "--robot-config" in capsys.readouterr().err
+    assert collect_main(["--task", "usb", "--policy", "x", "--pairs", "1", "--round", "1", "--root", "x",
+                         "--backend", "real"]) == 2
+    assert "xtrainer.example.json" in capsys.readouterr().err
+    assert evaluate_main(["--task", "usb", "--policy", "x", "--backend", "real", "--robot-config", "/no/such.json",
+                          "--out", "unused.jsonl"]) == 2
+    assert "does not exist" in capsys.readouterr().err
