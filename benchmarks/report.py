@@ -188,7 +188,9 @@ def write_report(results_file: str | Path) -> Path:
                 for kind, v in r["collection"].get("failure_kinds", {}).items():
                     kinds[kind] = kinds.get(kind, 0) + v
             pairs_cells.append(f"| {NAMES.get(m, m)} | " + ", ".join(
-                f"{r['collection']['pairs']} pairs / {r['collection'].get('rollouts', 0)} rollouts" for r in run["rounds"])
+                f"{r['collection']['pairs']} pairs / {r['collection']['rollouts']} rollouts"
+                if r["collection"].get("rollouts") else f"{r['collection']['pairs']} pairs (the shared round-1 set)"
+                for r in run["rounds"])
                 + f" | {', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))} |")
         lines += ["", "Interventions (first seed): pairs collected per round and the oracle's reasons.", "",
                   "| method | per round | intervention reasons |", "|---|---|---|", *pairs_cells]
