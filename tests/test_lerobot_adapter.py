@@ -353,3 +353,24 @@ def test_miniature_lerobot_pi_core_through_the_adapter(variant, monkeypatch):
     chunk = policy.sample_actions(batch, noise=noise)
     assert chunk.shape == (2, H, A) and torch.isfinite(chunk).all()
     assert torch.allclose(policy.action_norm.inverse(x[..., :A]), chunk, atol=1e-5)
+
+
+def test_the_preference_step_works_through_the_adapters(policy):
+    """RPRO's step on an adapter: shared draws give r = 0 against a fresh frozen copy, identical
+    pairs score equal, differing a^l is scored on the selected encodings (issue 6)."""
+    from flowpro.data import ACTION_L
+    from flowpro.finetune import frozen_reference, preference_losses
+    from flowpro.losses import rpro_loss
+
+    batch = _batch(policy)
+    a_l = batch["action"].clone()
+    a_l[1:] += 0.3
+    batch[ACTION_L] = a_l
+    ref = frozen_reference(policy)
+    losses = preference_losses(policy, ref, batch, torch.Generator().manual_seed(0))
+    l_tw, l_tl, l_rw, l_rl = losses
+    assert torch.allclose(l_tw.detach(), l_rw, atol=1e-6) and torch.allclose(l_tl.detach(), l_rl, atol=1e-6)
+    assert l_tw[0] == l_tl[0] and not torch.allclose(l_tw[1:], l_tl[1:])
+    loss, stats = rpro_loss(*losses, beta=100.0)
+    loss.backward()
+    assert torch.isfinite(loss) and abs(stats["r_w"]) < 1e-3
