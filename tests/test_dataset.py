@@ -90,7 +90,9 @@ def test_ctrl_c_leaves_valid_dataset_and_rerun_continues(tmp_path):
     root = tmp_path / "reach"
     cmd = [sys.executable, "-m", "envs.record", "--task", "reach", "--episodes", "200", "--root", str(root)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell that started pytest in the background leaves SIGINT ignored; the child must get Ctrl-C.
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     info = root / "meta/info.json"
     deadline = time.time() + 240
     while time.time() < deadline and not (info.exists() and json.loads(info.read_text())["total_episodes"] >= 2):

@@ -71,7 +71,9 @@ def test_command_line_serves_both_arms_until_interrupted():
     proc = subprocess.Popen([sys.executable, "-m", "hardware.emulator", "--dashboard-port", str(d),
                              "--motion-port", str(m), "--feedback-port", str(f)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": str(REPO)},
+                            # a shell that started pytest in the background leaves SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = [proc.stdout.readline() for _ in range(4)]
         assert lines[0].startswith("left arm (V3, nova2) on 127.0.0.1") and "127.0.0.2" in lines[1], lines
