@@ -89,19 +89,27 @@ class TemporalEnsemble:
         return ((preds * w[:, None]).sum(0) / w.sum())[None]
 
 
+EVAL_SEED = 1000  # evaluation scenes: seeds 1000, 1001, ... (demos use 0, 1, ...; collection 10^4 and up)
 _WORKER: dict[str, Any] = {}
 
 
 def worker_env_policy(cache: dict[str, Any], task: str, split: str, policy_dir: str,
                       privileged_obs: bool = False) -> tuple[Any, Any]:
-    """The environment and policy of one worker process, built on first use and kept in ``cache``;
-    the environment observes what the policy reads (cameras or privileged state)."""
+    """The environment and policy of one worker process, built on first use and kept in ``cache``
+    for as long as the same task, split and policy are asked for (with one worker the "worker" is
+    the calling process, which may evaluate several policies in turn); the environment observes
+    what the policy reads (cameras or privileged state)."""
     import torch
 
     from envs.env import XTrainerEnv
     from flowpro.policies import FlowPolicy
 
-    if "env" not in cache:
+    key = (task, split, str(policy_dir), privileged_obs)
+    if cache.get("key") != key:
+        if "env" in cache:
+            cache["env"].close()
+        cache.clear()
+        cache["key"] = key
         torch.set_num_threads(1)  # one rollout per core
         policy = FlowPolicy.load(policy_dir)
         c = policy.config
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", required=True, help="run directory or policy directory")
     ap.add_argument("--rollouts", type=int, default=50)
     ap.add_argument("--split", default="id")
-    ap.add_argument("--seed", type=int, default=1000, help="rollout i uses seed + i (demos use 0, 1, ...)")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED, help="rollout i uses seed + i (demos use 0, 1, ...)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--n-action-steps", type=int, default=None, help="re-plan period (default: the policy's)")
     ap.add_argument("--temporal-ensemble", type=float, default=None, metavar="K",
@@ -178,8 +186,8 @@ def _main_real(args) -> int:
         print("error: --backend real needs --robot-config FILE: the arms' addresses and firmware, the grippers' "
               "serial ports and calibration, the cameras (see hardware/xtrainer.example.json)", file=sys.stderr)
         return 2
-    from hardware.run import evaluate_real
     from hardware.config import load_robot_config
+    from hardware.run import evaluate_real
 
     try:
         out = Path(args.out) if args.out else resolve_policy_dir(args.policy).parent / "eval_real.jsonl"

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
@@ -127,17 +130,27 @@ def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, o
                          trajectory=trajectory)
 
 
+@contextmanager
+def worker_pool(workers: int | None = None) -> Iterator[Any]:
+    """Worker processes (default: one per core) to ``map`` picklable functions over, kept for as
+    many ``map`` calls as the caller needs, so each worker builds its environment and policy once;
+    with one worker, an in-process stand-in."""
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        yield SimpleNamespace(map=map)
+        return
+    # forkserver: forking a process that already runs torch/GL threads can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield pool
+
+
 def parallel_map(fn: Callable[[int], dict], seeds: list[int], workers: int | None = None) -> list[dict]:
-    """``[fn(seed) for seed in seeds]`` over worker processes (default: one per core), in order.
+    """``[fn(seed) for seed in seeds]`` over :func:`worker_pool`, in order.
 
     ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one); each
     worker should build its environment once and reuse it across seeds.
     """
-    workers = workers or os.cpu_count() or 1
-    if workers == 1:
-        return [fn(s) for s in seeds]
-    # forkserver: forking a process that already runs torch/GL threads can deadlock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    with worker_pool(workers) as pool:
         return list(pool.map(fn, seeds))
 
 

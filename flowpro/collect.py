@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
 from envs.dataset import BASE_COLUMNS, DatasetMismatch, EpisodeWriter, dataset_features, finished_episodes, make_frame
-from envs.rollout import StepRecord, parallel_map
+from envs.rollout import StepRecord, worker_pool
 from envs.tasks import check_split, get_task
 from flowpro.operator import Intervention, Operator, OracleOperator
 
@@ -149,8 +149,8 @@ def _collect_seed(task: str, split: str, policy_dir: str, operator_kwargs: dict,
     from benchmarks.evaluate import PolicyRunner, worker_env_policy
 
     env, policy = worker_env_policy(_WORKER, task, split, policy_dir, privileged_obs=True)
-    if "operator" not in _WORKER:
-        _WORKER["operator"] = OracleOperator(env.task, **operator_kwargs)
+    if _WORKER.get("operator_kwargs") != operator_kwargs:
+        _WORKER["operator"], _WORKER["operator_kwargs"] = OracleOperator(env.task, **operator_kwargs), operator_kwargs
     pairs, summary = intervention_rollout(env, PolicyRunner(policy, seed), _WORKER["operator"], seed=seed, split=split,
                                           n_action_steps=n_action_steps or policy.config.n_action_steps,
                                           pictures=seed < pictures_for)
@@ -194,35 +194,33 @@ def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: s
                disable=not progress)
     max_rollouts = 20 * pairs if max_rollouts is None else max_rollouts
     try:
-        while done < pairs and stats["rollouts"] < max_rollouts:
-            seeds = list(range(next_seed, next_seed + workers))
-            for out in parallel_map(fn, seeds, workers):
-                s = out["summary"]
-                stats["rollouts"] += 1
-                stats["interventions"] += s["interventions"]
-                stats["policy_successes"] += s["outcome"] == "success"
-                reasons.update(s["reasons"])
-                for p in out["pairs"]:
-                    if not p.corrected:
-                        stats["discarded_uncorrected"] += 1
-                        continue
+        with worker_pool(workers) as pool:  # one set of workers for the whole session
+            while done < pairs and stats["rollouts"] < max_rollouts:
+                seeds = list(range(next_seed, next_seed + workers))
+                for out in pool.map(fn, seeds):
+                    s = out["summary"]
+                    stats["rollouts"] += 1
+                    stats["interventions"] += s["interventions"]
+                    stats["policy_successes"] += s["outcome"] == "success"
+                    reasons.update(s["reasons"])
+                    for p in out["pairs"]:
+                        if not p.corrected:
+                            stats["discarded_uncorrected"] += 1
+                            continue
+                        if done >= pairs:
+                            break
+                        writer.write_episode(pair_frames(p, out["task_text"], round_k, done))
+                        if p.pictures:
+                            save_rollback_sheet(p, Path(root) / "pictures" / f"pair_{done:06d}_rollback.png")
+                        done += 1
+                        new_pairs += 1
+                        bar.update(1)
+                    next_seed = s["seed"] + 1
                     if done >= pairs:
                         break
-                    if not p.loser:
-                        stats["discarded_empty"] += 1
-                        continue
-                    writer.write_episode(pair_frames(p, out["task_text"], round_k, done))
-                    if p.pictures:
-                        save_rollback_sheet(p, Path(root) / "pictures" / f"pair_{done:06d}_rollback.png")
-                    done += 1
-                    new_pairs += 1
-                    bar.update(1)
-                next_seed = s["seed"] + 1
-                if done >= pairs:
-                    break
-            bar.set_postfix(rollouts=stats["rollouts"],
-                            per_rollout=f"{stats['interventions'] / max(1, stats['rollouts']):.2f}",
-                            kinds=",".join(f"{k}:{v}" for k, v in reasons.most_common(3)))
+                bar.set_postfix(rollouts=stats["rollouts"],
+                                per_rollout=f"{stats['interventions'] / max(1, stats['rollouts']):.2f}",
+                                kinds=",".join(f"{k}:{v}" for k, v in reasons.most_common(3)))
     finally:
         bar.close()
     if finished_episodes(root) and not (Path(root) / "pictures" / "pair_000000_bridges.png").exists():

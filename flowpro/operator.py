@@ -29,6 +29,11 @@ class Intervention:
     reason: str  # the predicted failure kind, or "stall"
     stage: str  # the task stage at step t
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.rollback_index <= self.step:
+            raise ValueError(f"an intervention at step {self.step} must roll back to a step in [0, {self.step}], "
+                             f"got {self.rollback_index} ({self.reason})")
+
     @property
     def k_back(self) -> int:
         return self.step + 1 - self.rollback_index

@@ -137,3 +137,18 @@ def test_relative_action_statistics_describe_chunks_relative_to_their_state(reac
     rel = torch.stack([ds[i]["action"] - ds[i]["observation.state"] for i in range(len(ds))])
     assert torch.allclose(ds.stats["action"]["mean"][:9], rel.reshape(-1, 20).mean(0)[:9], atol=1e-5)
     assert torch.allclose(ds.stats["action"]["std"][:3], rel.reshape(-1, 20).std(0)[:3], rtol=1e-3)
+
+
+def test_a_worker_switches_policy_when_asked_for_another(tmp_path, reach_demos):
+    """With one worker the calling process evaluates several policies in turn (e.g. after each
+    round): its cached policy must follow the request, not the first one it loaded."""
+    from benchmarks.evaluate import worker_env_policy
+
+    first = train_sft(_cfg(tmp_path / "a", reach_demos, steps=2), progress=False)
+    second = train_sft(_cfg(tmp_path / "b", reach_demos, steps=2, seed=1), progress=False)
+    cache: dict = {}
+    _, p1 = worker_env_policy(cache, "reach", "id", str(first))
+    _, again = worker_env_policy(cache, "reach", "id", str(first))
+    _, p2 = worker_env_policy(cache, "reach", "id", str(second))
+    assert again is p1 and p2 is not p1
+    assert not torch.equal(next(p1.parameters()), next(p2.parameters()))
