@@ -58,50 +58,76 @@ def contrastive_term(r_w: Tensor, r_l: Tensor) -> Tensor:
 def regulariser_term(r_w: Tensor, r_l: Tensor) -> Tensor:
     """``-E[sum_{a in {w,l}} 1/2 (log sigma(r_a) + log sigma(-r_a))]`` (paper Eq. 5): anchors the
     absolute implicit rewards at 0; ~ log 2 + r^2/8 near 0, gradient bounded by 1/2."""
-    reg = lambda r: 0.5 * (F.logsigmoid(r) + F.logsigmoid(-r))  # noqa: E731
+    reg = lambda r: 0.5 * (F.logsigmoid(r) + F.logsigmoid(-r))
     return -(reg(r_w) + reg(r_l)).mean()
+
+
+def term_weights(name: str, lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0
+                 ) -> dict[str, float]:
+    """The terms each loss of SPEC §4 sums, with their weights: the one definition of the family."""
+    table = {
+        "sft": {"sft": 1.0},  # Eq. 30
+        "dpo": {"contrastive": 1.0},  # Eq. 2/31
+        "dpo_sft": {"contrastive": lambda_pro, "sft": lambda_sft},  # Eq. 32
+        "pro": {"contrastive": 1.0, "regulariser": reg_weight},  # Eq. 5/33
+        "rpro": {"contrastive": lambda_pro, "regulariser": lambda_pro * reg_weight, "sft": lambda_sft},  # Eq. 6/34
+    }
+    if name not in table:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return table[name]
+
+
+_TERMS = {"contrastive": lambda r_w, r_l, l_w: contrastive_term(r_w, r_l),
+          "regulariser": lambda r_w, r_l, l_w: regulariser_term(r_w, r_l),
+          "sft": lambda r_w, r_l, l_w: l_w.mean()}
+
+
+def loss_terms(name: str, l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, *, beta: float,
+               lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0) -> dict[str, Tensor]:
+    """The weighted terms of loss ``name`` as tensors (their sum is the loss), for per-term
+    gradient norms."""
+    r_w, r_l = implicit_reward(l_theta_w, l_ref_w, beta), implicit_reward(l_theta_l, l_ref_l, beta)
+    return {t: w * _TERMS[t](r_w, r_l, l_theta_w)
+            for t, w in term_weights(name, lambda_pro, lambda_sft, reg_weight).items()}
+
+
+def _loss(name: str, l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, beta: float,
+          lambda_pro: float, lambda_sft: float, reg_weight: float) -> tuple[Tensor, dict[str, float]]:
+    r_w, r_l, stats = _terms(l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta)
+    weights = term_weights(name, lambda_pro, lambda_sft, reg_weight)
+    raw = {t: _TERMS[t](r_w, r_l, l_theta_w) for t in weights}
+    return _done(sum(w * raw[t] for t, w in weights.items()), stats, **raw)
 
 
 def sft_loss(l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, *, beta: float = 1000.0,
              lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0) -> tuple[Tensor, dict]:
     """``L_SFT = E[l_theta(s, a^w)]`` (Eq. 30); the other arguments only feed the diagnostics."""
-    _, _, stats = _terms(l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta)
-    sft = l_theta_w.mean()
-    return _done(sft, stats, sft=sft)
+    return _loss("sft", l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta, lambda_pro, lambda_sft, reg_weight)
 
 
 def dpo_loss(l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, *, beta: float = 1000.0,
              lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0) -> tuple[Tensor, dict]:
     """Flow-DPO ``L_DPO = -E[log sigma(r_w - r_l)]`` (Eq. 2/31)."""
-    r_w, r_l, stats = _terms(l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta)
-    con = contrastive_term(r_w, r_l)
-    return _done(con, stats, contrastive=con)
+    return _loss("dpo", l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta, lambda_pro, lambda_sft, reg_weight)
 
 
 def dpo_sft_loss(l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, *, beta: float = 1000.0,
                  lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0) -> tuple[Tensor, dict]:
     """``lambda_PRO * L_DPO + lambda_SFT * L_SFT`` (Eq. 32)."""
-    r_w, r_l, stats = _terms(l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta)
-    con, sft = contrastive_term(r_w, r_l), l_theta_w.mean()
-    return _done(lambda_pro * con + lambda_sft * sft, stats, contrastive=con, sft=sft)
+    return _loss("dpo_sft", l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta, lambda_pro, lambda_sft, reg_weight)
 
 
 def pro_loss(l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, *, beta: float = 1000.0,
              lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0) -> tuple[Tensor, dict]:
     """``L_PRO = -E[log sigma(r_w - r_l) + sum_a 1/2 (log sigma(r_a) + log sigma(-r_a))]`` (Eq. 5/33),
     the regulariser scaled by ``reg_weight`` (PRO's alpha, default 1)."""
-    r_w, r_l, stats = _terms(l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta)
-    con, reg = contrastive_term(r_w, r_l), regulariser_term(r_w, r_l)
-    return _done(con + reg_weight * reg, stats, contrastive=con, regulariser=reg)
+    return _loss("pro", l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta, lambda_pro, lambda_sft, reg_weight)
 
 
 def rpro_loss(l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, *, beta: float = 1000.0,
               lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0) -> tuple[Tensor, dict]:
     """``L_RPRO = lambda_PRO * L_PRO + lambda_SFT * L_SFT`` (Eq. 6/34)."""
-    r_w, r_l, stats = _terms(l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta)
-    con, reg, sft = contrastive_term(r_w, r_l), regulariser_term(r_w, r_l), l_theta_w.mean()
-    return _done(lambda_pro * (con + reg_weight * reg) + lambda_sft * sft, stats, contrastive=con, regulariser=reg,
-                 sft=sft)
+    return _loss("rpro", l_theta_w, l_theta_l, l_ref_w, l_ref_l, beta, lambda_pro, lambda_sft, reg_weight)
 
 
 LOSS_FUNCTIONS = {"rpro": rpro_loss, "pro": pro_loss, "dpo": dpo_loss, "dpo_sft": dpo_sft_loss, "sft": sft_loss}
@@ -112,18 +138,3 @@ def get_loss(name: str):
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return LOSS_FUNCTIONS[name]
 
-
-def loss_terms(name: str, l_theta_w: Tensor, l_theta_l: Tensor, l_ref_w: Tensor, l_ref_l: Tensor, *, beta: float,
-               lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0) -> dict[str, Tensor]:
-    """The weighted terms of loss ``name`` as tensors (their sum is the loss), for per-term
-    gradient norms."""
-    r_w, r_l = implicit_reward(l_theta_w, l_ref_w, beta), implicit_reward(l_theta_l, l_ref_l, beta)
-    pro_w = lambda_pro if name in ("rpro", "dpo_sft") else 1.0
-    terms: dict[str, Tensor] = {}
-    if name != "sft":
-        terms["contrastive"] = pro_w * contrastive_term(r_w, r_l)
-    if name in ("rpro", "pro"):
-        terms["regulariser"] = pro_w * reg_weight * regulariser_term(r_w, r_l)
-    if name in ("rpro", "dpo_sft", "sft"):
-        terms["sft"] = (lambda_sft if name != "sft" else 1.0) * l_theta_w.mean()
-    return terms
