@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import envs  # noqa: F401
-from benchmarks.evaluate import evaluate
+from benchmarks.evaluate import EVAL_SEED, evaluate
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
 from envs.tasks import TASKS, get_task
@@ -42,7 +42,6 @@ from flowpro.train import SFTConfig, train_sft
 METHODS = ("rpro", "dagger", "dagger_buffered", "pi06star", "tpo")
 ABLATIONS = ("sft", "dpo", "dpo_sft", "pro", "rpro")
 POLICY_CHOICES = ("builtin", "smolvla", "pi0", "pi05")
-EVAL_SEED = 1000  # evaluation scenes: seeds 1000, 1001, ... (demos use 0, 1, ...; collection 10^5+)
 
 
 @dataclass(frozen=True)
@@ -120,13 +119,13 @@ def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: 
     return train_sft(cfg)
 
 
-def _run_method(task: str, label: str, seed: int, base: Path, demos: Path, runs: Path, profile: Profile,
-                rounds: int, eval_splits_last: str, loss: str | None = None, method: str | None = None) -> dict:
-    """One method (or loss variant) for one seed: the FlowPRO rounds, cached by configuration."""
+def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos: Path, runs: Path, profile: Profile,
+                rounds: int) -> dict:
+    """One method (``flowpro`` with ``loss``, or a baseline) for one seed: the FlowPRO rounds, cached
+    by configuration, ID evaluated after every round and OOD after the last."""
     from flowpro.finetune import RPROConfig, run_rounds
 
-    method = method or ("flowpro" if label in ABLATIONS or label == "rpro" else label)
-    cfg = RPROConfig(task=task, base=str(base), out="", rounds=rounds, method=method, loss=loss or "rpro",
+    cfg = RPROConfig(task=task, base=str(base), out="", rounds=rounds, method=method, loss=loss,
                      pairs=profile.pairs, steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
                      beta=profile.beta,
                      warmup=max(1, profile.steps // 10), seed=seed, eval_rollouts=profile.rollouts,
@@ -134,20 +133,18 @@ def _run_method(task: str, label: str, seed: int, base: Path, demos: Path, runs:
     # Round 1 of every method starts from the same base with the same seed: share its pairs.
     collection_key = {k: asdict(cfg)[k] for k in ("task", "base", "pairs", "seed", "handback", "stall_s")}
     cfg = replace(cfg, shared_pairs=str(runs / f"pairs_round1_{_digest(collection_key)}"))
-    key = {**asdict(cfg), "out": None, "method": method, "loss": cfg.loss}
+    key = {**asdict(cfg), "out": None}
     cfg = replace(cfg, out=str(runs / f"{method}_{cfg.loss if method == 'flowpro' else ''}_r{rounds}_s{seed}_{_digest(key)}"))
     run_rounds(cfg)
     out = Path(cfg.out)
     rounds_out = [json.loads((out / f"round_{k}/round.json").read_text()) for k in range(1, rounds + 1)]
     final = rounds_out[-1]["policy"]
     evaluation = {"id": rounds_out[-1]["evaluation"]["id"]}
-    for split in eval_splits_last.split(","):
-        if split != "id":
-            cache = out / f"final_eval_{split}.json"
-            if not cache.exists():
-                results = evaluate(task, final, list(range(EVAL_SEED, EVAL_SEED + profile.rollouts)), split)
-                cache.write_text(json.dumps({**summarize(results), "rollouts": results}))
-            evaluation[split] = json.loads(cache.read_text())
+    cache = out / "final_eval_ood.json"
+    if not cache.exists():
+        results = evaluate(task, final, list(range(EVAL_SEED, EVAL_SEED + profile.rollouts)), "ood")
+        cache.write_text(json.dumps({**summarize(results), "rollouts": results}))
+    evaluation["ood"] = json.loads(cache.read_text())
     curves = []
     for r in rounds_out:
         metrics = out / f"round_{r['round']}/train/metrics.csv"
@@ -226,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"(nothing was mixed)", file=sys.stderr)
             return 2
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    from flowpro.finetune import _versions
+    from flowpro.finetune import package_versions
 
     results: dict = {"command": command, "settings": settings, "git_commit": _git_commit(),
-                     "versions": _versions(), "machine": {"python": platform.python_version()},
+                     "versions": package_versions(), "machine": {"python": platform.python_version()},
                      "stage_seconds": {}}
     out.mkdir(parents=True, exist_ok=True)
     n_stages = 5 + profile.ablations
@@ -274,15 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     results["methods"] = {}
     for m in methods:
         t_m = time.perf_counter()
-        results["methods"][m] = {str(s): _run_method(task, m, s, base, data / "demos", runs, profile, rounds, "id,ood")
+        method, loss = ("flowpro", "rpro") if m == "rpro" else (m, "rpro")
+        results["methods"][m] = {str(s): _run_method(task, method, loss, s, base, data / "demos", runs, profile, rounds)
                                  for s in range(args.seed, args.seed + seeds)}
         results["stage_seconds"][f"method_{m}"] = round(time.perf_counter() - t_m, 1)
     results["stage_seconds"]["methods"] = round(time.perf_counter() - t, 1)
 
     if profile.ablations:
         t = stage(5, f"loss ablations {', '.join(ABLATIONS)}: one round, ID and OOD")
-        results["ablations"] = {loss: {str(s): _run_method(task, f"ablation_{loss}", s, base, data / "demos", runs,
-                                                           profile, 1, "id,ood", loss=loss, method="flowpro")
+        results["ablations"] = {loss: {str(s): _run_method(task, "flowpro", loss, s, base, data / "demos", runs,
+                                                           profile, 1)
                                        for s in range(args.seed, args.seed + seeds)}
                                 for loss in ABLATIONS}
         results["stage_seconds"]["ablations"] = round(time.perf_counter() - t, 1)

@@ -34,7 +34,7 @@ from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
 from flowpro.losses import get_loss, loss_terms
 from flowpro.mixing import CURRENT, PREVIOUS, SFT, MixingSampler, round_ratios
 from flowpro.policies import FlowPolicy
-from flowpro.policies.base import ACTION, ACTION_PAD
+from flowpro.policies.base import ACTION
 from flowpro.train import load_last_checkpoint, lr_at, save_checkpoint
 
 
@@ -194,6 +194,11 @@ class Method:
     def __init__(self, cfg: RPROConfig):
         self.cfg = cfg
 
+    @property
+    def items_per_batch(self) -> int:
+        """Buffer items drawn per batch (a baseline whose items hold several states draws fewer)."""
+        return self.cfg.batch_size
+
     def prepare(self, policy: FlowPolicy) -> FlowPolicy:
         """The policy to fine-tune, made from the base policy (once, before round 1)."""
         return policy
@@ -244,7 +249,7 @@ def finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, 
     if reference is not None:
         check_reference(policy, reference)
     sampler = MixingSampler({n: len(d) for n, d in buffers.items()}, method.ratios(k, buffers),
-                            getattr(method, "items_per_batch", cfg.batch_size), seed=cfg.seed * 1000 + k)
+                            method.items_per_batch, seed=cfg.seed * 1000 + k)
     optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + k)
     start = 0
@@ -311,7 +316,7 @@ def finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, 
 
 
 # ---------------------------------------------------------------------------------------------- the rounds
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
@@ -325,7 +330,7 @@ def _versions() -> dict[str, str]:
 
 def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
     """Paper Algorithm 2: ``cfg.rounds`` rounds of collect -> tuples -> fine-tune -> evaluate."""
-    from benchmarks.evaluate import evaluate, resolve_policy_dir
+    from benchmarks.evaluate import EVAL_SEED, evaluate, resolve_policy_dir
     from envs.expert_eval import summarize
     from flowpro.collect import collect
 
@@ -337,7 +342,7 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
     if demos is None:
         raise ValueError(f"no --demos given and {base_cfg_file} does not name the SFT dataset")
     out.mkdir(parents=True, exist_ok=True)
-    record = {"config": asdict(cfg), "versions": _versions(), "base_policy": str(base_dir), "demos": demos}
+    record = {"config": asdict(cfg), "versions": package_versions(), "base_policy": str(base_dir), "demos": demos}
     config_file = out / "config.json"
     if config_file.exists() and json.loads(config_file.read_text())["config"] != record["config"]:
         raise ValueError(f"{out} holds a run with a different configuration; choose another --out")
@@ -348,8 +353,21 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
     method = get_method(cfg.method)(cfg)
     label = cfg.loss if cfg.method == "flowpro" else cfg.method
     use_images, env_state = bool(c.cameras), bool(c.env_state_dim)
-    sft_data = ChunkDataset(demos, c, use_images=use_images, env_state=env_state)
-    policy_dir, previous, summary = base_dir, [], {"rounds": []}
+    # Datasets are read (and tuples built) only when a round trains: a rerun of finished rounds
+    # costs nothing.
+    loaded: dict[Path, Any] = {}
+
+    def preferences(root: Path) -> PreferenceDataset:
+        if root not in loaded:
+            loaded[root] = PreferenceDataset(root, c, use_images=use_images, env_state=env_state)
+        return loaded[root]
+
+    def demonstrations() -> ChunkDataset:
+        if "sft" not in loaded:
+            loaded["sft"] = ChunkDataset(demos, c, use_images=use_images, env_state=env_state)
+        return loaded["sft"]
+
+    policy_dir, previous, summary = base_dir, [], {"rounds": []}  # previous: earlier rounds' pair roots
     for k in range(1, cfg.rounds + 1):
         rdir = out / f"round_{k}"
         done_file = rdir / "round.json"
@@ -357,7 +375,7 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
             summary["rounds"].append(json.loads(done_file.read_text()))
             policy_dir = rdir / "train" / "policy" if (rdir / "train" / "policy").exists() else policy_dir
             if (rdir / "pairs" / "meta/info.json").exists():
-                previous.append(PreferenceDataset(rdir / "pairs", c, use_images=use_images, env_state=env_state))
+                previous.append(rdir / "pairs")
             continue
         t0 = time.perf_counter()
         print(f"[round {k}/{cfg.rounds}] collecting {cfg.pairs_in_round(k)} pairs with {policy_dir}", file=sys.stderr)
@@ -380,23 +398,25 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
             warnings.warn(f"round {k}: no pairs; skipping its training", stacklevel=1)
             row["skipped"] = True
         else:
-            current = PreferenceDataset(rdir / "pairs", c, use_images=use_images, env_state=env_state)
+            current = preferences(rdir / "pairs")
             row["tuples"] = {"total": len(current), "case1": int((current.source == "l").sum()),
                              "short_pairs": current.short_pairs}
-            buffers = method.buffers(current, previous, sft_data)
+            earlier = [preferences(root) for root in previous]
+            sft_data = demonstrations()
+            buffers = method.buffers(current, earlier, sft_data)
             policy = FlowPolicy.load(policy_dir) if policy_dir != base_dir else method.prepare(FlowPolicy.load(base_dir))
             reference = None
             if method.uses_reference:
                 reference = frozen_reference(method.prepare(base) if cfg.reference == "sft" else policy)
             print(f"[round {k}/{cfg.rounds}] {label}: {cfg.steps} steps on {len(current)} tuples "
-                  f"(+{sum(len(p) for p in previous)} earlier, {len(sft_data)} SFT)", file=sys.stderr)
+                  f"(+{sum(len(p) for p in earlier)} earlier, {len(sft_data)} SFT)", file=sys.stderr)
             finetune_round(cfg, k, method, policy, reference, buffers, rdir / "train", progress)
             policy_dir = rdir / "train" / "policy"
-            previous.append(current)
+            previous.append(rdir / "pairs")
         if cfg.eval_rollouts:
             row["evaluation"] = {}
             for split in cfg.eval_splits.split(","):
-                seeds = list(range(1000, 1000 + cfg.eval_rollouts))
+                seeds = list(range(EVAL_SEED, EVAL_SEED + cfg.eval_rollouts))
                 results = evaluate(cfg.task, policy_dir, seeds, split, cfg.workers)
                 row["evaluation"][split] = {**summarize(results), "rollouts": results}
                 print(f"[round {k}/{cfg.rounds}] {split}: SR {row['evaluation'][split]['success_rate']:.2f}",
