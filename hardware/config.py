@@ -387,28 +387,24 @@ def _close_all(resources: list[Any]) -> None:
             resources.pop().close()
 
 
-class ConfiguredXTrainer(RealXTrainer):
+class _OwnsResources:
+    """Mixin: the device also closes the serial ports and cameras it was built with."""
+
+    def __init__(self, *args: Any, resources: list[Any], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.resources = resources
+
+    def close(self) -> None:
+        super().close()
+        _close_all(self.resources)
+
+
+class ConfiguredXTrainer(_OwnsResources, RealXTrainer):
     """A :class:`RealXTrainer` that also owns the serial ports and cameras it was built with."""
 
-    def __init__(self, *args: Any, resources: list[Any], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.resources = resources
 
-    def close(self) -> None:
-        super().close()
-        _close_all(self.resources)
-
-
-class ConfiguredLeader(LeaderArms):
+class ConfiguredLeader(_OwnsResources, LeaderArms):
     """:class:`hardware.teleop.LeaderArms` that also owns its grippers' serial ports."""
-
-    def __init__(self, *args: Any, resources: list[Any], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.resources = resources
-
-    def close(self) -> None:
-        super().close()
-        _close_all(self.resources)
 
 
 def _open_grippers(grippers: Mapping[str, GripperConfig], resources: list[Any]) -> dict[str, ft.Gripper]:

@@ -10,7 +10,6 @@ Interpolation, Cases 1-2) from the stored trajectories.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import envs  # noqa: F401
+from benchmarks.perf import write_result
 from flowpro.collect import collect
 from flowpro.tuples import build_pair_tuples, load_pairs
 
@@ -45,9 +45,7 @@ def main() -> None:
                    "mean_tau_w_frames": round(sum(len(p.states_w) for p in pairs) / len(pairs), 1)},
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import envs  # noqa: F401
+from benchmarks.perf import write_result
 from envs.record import record
 
 
@@ -54,9 +55,7 @@ def main() -> None:
         "target_episodes_per_min": 6.0,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,15 @@ The machine has 2 cores shared with other jobs; the load average is recorded wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
+from benchmarks.perf import write_result
 from envs.geometry import ARMS, POS, arm_slice
 from hardware.backend import RealXTrainer
 from hardware.dobot_client import DobotClient, DobotConfig
@@ -127,9 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    write_result(args.out, out)
     return out
 
 

@@ -10,15 +10,14 @@ one run come from the same process, so their ratios are comparable.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import envs  # noqa: F401  (first: selects headless rendering before mujoco loads)
 
 import mujoco  # noqa: E402
+from benchmarks.perf import write_result  # noqa: E402
 from envs.env import XTrainerEnv  # noqa: E402
 from envs.rollout import ExpertPolicy  # noqa: E402
 
@@ -92,9 +91,7 @@ def main() -> None:
     }
     rgb.close()
     state.close()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ the default shapes (so they do not depend on a dataset on disk).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
 import resource
 import time
-from pathlib import Path
+
+from benchmarks.perf import write_result
 
 
 def _batch(config, b: int):
@@ -105,9 +105,7 @@ def main() -> None:
     result["notes"] = ("vision: 3 cameras 96x96, batch 32; state: privileged state, batch 64; "
                        "peak RSS includes the PyTorch runtime")
     result["machine"] = {"cpu_count": os.cpu_count(), "python": platform.python_version()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ Case-1 states on ``tau^l``, and 20 % from ``D_SFT``). Peak memory: fresh process
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
 import resource
 import time
-from pathlib import Path
 
+from benchmarks.perf import write_result
 from benchmarks.perf.policy_speed import _batch, _config, _in_fresh_process
 
 
@@ -93,9 +92,7 @@ def main() -> None:
                                for k in ("sft", "rpro")}
         result["variants"][variant] = row
     result["machine"] = {"cpu_count": os.cpu_count(), "python": platform.python_version()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
