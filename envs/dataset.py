@@ -19,7 +19,9 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,22 @@ def finished_episodes(root: str | Path) -> int:
 
 class DatasetMismatch(ValueError):
     """The directory holds a dataset of another task or layout."""
+
+
+def run_recording_command(record_fn: Callable[[], dict], root: str | Path, what: str) -> int:
+    """The exit path of a resumable recording command: its JSON summary (exit 0), a clear error for
+    bad input (exit 2), or after Ctrl-C how many finished ``what`` are on disk (exit 130)."""
+    try:
+        summary = record_fn()
+    except (ValueError, FileNotFoundError) as e:  # DatasetMismatch is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {finished_episodes(root)} {what} are in {root}; run the same command again to continue",
+              file=sys.stderr)
+        return 130
+    print(json.dumps(summary))
+    return 0
 
 
 class EpisodeWriter:

@@ -10,7 +10,6 @@ continues after the last finished episode, producing the same dataset as an unin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -19,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 import envs  # noqa: F401
-from envs.dataset import BASE_COLUMNS, DatasetMismatch, EpisodeWriter, dataset_features, finished_episodes, make_frame
+from envs.dataset import BASE_COLUMNS, EpisodeWriter, dataset_features, make_frame, run_recording_command
 from envs.env import XTrainerEnv
 from envs.rollout import ExpertPolicy, rollout
 from envs.tasks import check_split, get_task
@@ -111,20 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--action-noise", type=float, default=0.0, metavar="METRES",
                     help="DART-style execution noise on tool positions (recorded actions stay clean)")
     args = ap.parse_args(argv)
-    try:
-        summary = record(args.task, args.episodes, args.split, args.root, seed=args.seed,
-                         image_size=tuple(args.image_size), obs_mode=args.obs_mode, repo_id=args.repo_id,
-                         use_videos=args.video, action_noise_m=args.action_noise)
-    except (ValueError, DatasetMismatch) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {finished_episodes(args.root)} finished episodes are in {args.root}; "
-              "run the same command again to continue", file=sys.stderr)
-        return 130
-    print(json.dumps(summary))
-    return 0
-
+    return run_recording_command(
+        lambda: record(args.task, args.episodes, args.split, args.root, seed=args.seed,
+                       image_size=tuple(args.image_size), obs_mode=args.obs_mode, repo_id=args.repo_id,
+                       use_videos=args.video, action_noise_m=args.action_noise),
+        args.root, "finished episodes")
 
 if __name__ == "__main__":
     sys.exit(main())

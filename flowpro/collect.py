@@ -21,7 +21,6 @@ and the Smooth-Interpolation bridges) go to ``<root>/pictures``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,7 +34,8 @@ import numpy as np
 from tqdm import tqdm
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
-from envs.dataset import BASE_COLUMNS, DatasetMismatch, EpisodeWriter, dataset_features, finished_episodes, make_frame
+from envs.dataset import (BASE_COLUMNS, EpisodeWriter, dataset_features, finished_episodes, make_frame,
+                          run_recording_command)
 from envs.rollout import StepRecord, worker_pool
 from envs.tasks import check_split, get_task
 from flowpro.operator import Intervention, Operator, OracleOperator
@@ -328,28 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         from hardware.config import load_robot_config
         from hardware.run import collect_real
 
-        try:
-            summary = collect_real(load_robot_config(args.robot_config), args.policy, args.pairs, args.round_k,
-                                   args.root, task=args.task, seed=args.seed, n_action_steps=args.n_action_steps)
-        except (ValueError, FileNotFoundError, DatasetMismatch) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(json.dumps(summary))
-        return 0
+        return run_recording_command(
+            lambda: collect_real(load_robot_config(args.robot_config), args.policy, args.pairs, args.round_k,
+                                 args.root, task=args.task, seed=args.seed, n_action_steps=args.n_action_steps),
+            args.root, "pairs")
     kwargs = {"handback": args.handback, "margin_steps": tuple(args.margin), "max_back": args.max_back,
               "stall_s": args.stall, "persist_s": args.persist}
-    try:
-        summary = collect(args.task, args.policy, args.pairs, args.round_k, args.root, split=args.split, seed=args.seed,
-                          workers=args.workers, n_action_steps=args.n_action_steps, operator_kwargs=kwargs)
-    except (ValueError, FileNotFoundError, DatasetMismatch) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {finished_episodes(args.root)} pairs are in {args.root}; "
-              "run the same command again to continue", file=sys.stderr)
-        return 130
-    print(json.dumps(summary))
-    return 0
+    return run_recording_command(
+        lambda: collect(args.task, args.policy, args.pairs, args.round_k, args.root, split=args.split, seed=args.seed,
+                        workers=args.workers, n_action_steps=args.n_action_steps, operator_kwargs=kwargs),
+        args.root, "pairs")
 
 
 if __name__ == "__main__":
