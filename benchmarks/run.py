@@ -248,13 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         results["expert"][split] = json.loads(cache.read_text())
     results["stage_seconds"]["expert"] = round(time.perf_counter() - t, 1)
 
-    t = stage(2, f"SFT demonstrations -> {data / 'demos'} ({profile.demos} episodes, resumable)")
-    results["demos"] = record(task, profile.demos, "id", data / "demos", seed=args.seed)
+    # One demonstration set per simulated model: a changed bench (e.g. its gripper) records anew.
+    demos = data / f"demos_{_model_fingerprint(task)[:10]}"
+    t = stage(2, f"SFT demonstrations -> {demos} ({profile.demos} episodes, resumable)")
+    results["demos"] = record(task, profile.demos, "id", demos, seed=args.seed)
     results["stage_seconds"]["demos"] = round(time.perf_counter() - t, 1)
 
     t = stage(3, f"SFT base policy ({profile.sft_steps} steps, {'state-only' if profile.state_only else 'vision'}) "
                  f"and its evaluation")
-    base = _stage_sft(task, data / "demos", runs, profile, args.seed)
+    base = _stage_sft(task, demos, runs, profile, args.seed)
     eval_seeds = list(range(EVAL_SEED, EVAL_SEED + profile.rollouts))
     results["base"] = {"policy_dir": str(base), "train_config": json.loads((base.parent / "train_config.json").read_text()),
                        "evaluation": {}}
@@ -272,14 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         t_m = time.perf_counter()
         method, loss = ("flowpro", "rpro") if m == "rpro" else (m, "rpro")
-        results["methods"][m] = {str(s): _run_method(task, method, loss, s, base, data / "demos", runs, profile, rounds)
+        results["methods"][m] = {str(s): _run_method(task, method, loss, s, base, demos, runs, profile, rounds)
                                  for s in range(args.seed, args.seed + seeds)}
         results["stage_seconds"][f"method_{m}"] = round(time.perf_counter() - t_m, 1)
     results["stage_seconds"]["methods"] = round(time.perf_counter() - t, 1)
 
     if profile.ablations:
         t = stage(5, f"loss ablations {', '.join(ABLATIONS)}: one round, ID and OOD")
-        results["ablations"] = {loss: {str(s): _run_method(task, "flowpro", loss, s, base, data / "demos", runs,
+        results["ablations"] = {loss: {str(s): _run_method(task, "flowpro", loss, s, base, demos, runs,
                                                            profile, 1)
                                        for s in range(args.seed, args.seed + seeds)}
                                 for loss in ABLATIONS}

@@ -64,7 +64,7 @@ def record(task: str, episodes: int, split: str, root: str, *, seed: int = 0, im
         root, repo_id or f"flowpro/{task}_{split}_demos", task=task, fps=int(round(env.cfg.control_hz)),
         features=dataset_features(image_size if obs_mode == "rgb" else None, env_state_dim, use_videos=use_videos),
         use_videos=use_videos,
-        layout={"kind": "sft_demos", "split": split, "obs_mode": obs_mode,
+        layout={"kind": "sft_demos", "split": split, "model_fingerprint": env.fingerprint, "obs_mode": obs_mode,
                 "image_size": list(image_size) if obs_mode == "rgb" else None,
                 **({"action_noise_m": action_noise_m} if action_noise_m > 0 else {})})
     backend = ExecutionNoise(env, action_noise_m) if action_noise_m > 0 else env

@@ -42,6 +42,12 @@ class BenchConfig:
     max_timestep_s: float = 0.002
     camera_hfov_deg: float = 69.0
     max_render_size: tuple[int, int] = (640, 480)
+    # Finger servo: a stiff position servo whose force is clamped, as the Feetech gripper behaves
+    # with its torque limit at 30 % (SPEC §8). A soft servo (kp 400, ±25 N) held the grasped part
+    # with only the spring force of its position error, so a plug pressed on the bezel levered
+    # the lamp out of the fingers (results/usb/explore/README.md).
+    finger_kp: float = 3000.0
+    finger_force_n: float = 12.0
 
     @property
     def arm_spec(self) -> ArmSpec:
@@ -192,7 +198,7 @@ def build_xml(cfg: BenchConfig = BenchConfig(), scene: SceneFragment | None = No
     <default class="finger"><joint damping="5" armature="0.01"/></default>
     <default class="servo_big"><position kp="2500" dampratio="1" forcerange="-200 200"/></default>
     <default class="servo_small"><position kp="800" dampratio="1" forcerange="-60 60"/></default>
-    <default class="finger_servo"><position kp="400" dampratio="1" forcerange="-25 25" ctrlrange="0 {FINGER_TRAVEL_M}"/></default>
+    <default class="finger_servo"><position kp="{cfg.finger_kp:g}" dampratio="1" forcerange="{-cfg.finger_force_n:g} {cfg.finger_force_n:g}" ctrlrange="0 {FINGER_TRAVEL_M}"/></default>
   </default>
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1="0.32 0.34 0.36" rgb2="0.28 0.3 0.32" width="64" height="64"/>

@@ -176,11 +176,11 @@ def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: s
     image_size = tuple(config.image_size) if config.cameras else None
     operator_kwargs = dict(operator_kwargs or {})
     OracleOperator(get_task(task), **operator_kwargs)  # validate the settings before any rollout
-    env_dim, fps = _env_spec(task)
+    env_dim, fps, model = _env_spec(task)
     writer = EpisodeWriter(root, f"flowpro/{task}_pairs_round{round_k}", task=task, fps=fps,
                            features=dataset_features(image_size, env_dim, PAIR_COLUMNS),
                            layout={"kind": "preference_pairs", "round": round_k, "split": split,
-                                   "obs_mode": "rgb" if image_size else "state",
+                                   "model_fingerprint": model, "obs_mode": "rgb" if image_size else "state",
                                    "image_size": list(image_size) if image_size else None})
     base_seed = 10_000 * round_k if seed is None else seed
     done = writer.num_episodes
@@ -231,13 +231,13 @@ def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: s
             "pairs_per_min": round(60 * new_pairs / elapsed, 2) if new_pairs else 0.0}
 
 
-def _env_spec(task: str) -> tuple[int, int]:
-    """Privileged-state width and control rate of the task's environment."""
+def _env_spec(task: str) -> tuple[int, int, str]:
+    """Privileged-state width, control rate and model fingerprint of the task's environment."""
     from envs.env import XTrainerEnv
 
     env = XTrainerEnv(task=task, obs_mode="state", privileged_obs=True)
     try:
-        return env.observation_space["environment_state"].shape[0], int(round(env.cfg.control_hz))
+        return env.observation_space["environment_state"].shape[0], int(round(env.cfg.control_hz)), env.fingerprint
     finally:
         env.close()
 
