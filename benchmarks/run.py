@@ -37,11 +37,10 @@ from benchmarks.evaluate import EVAL_SEED, evaluate
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
 from envs.tasks import TASKS, get_task
-from flowpro.train import SFTConfig, train_sft
+from flowpro.train import POLICY_PRESETS, SFTConfig, train_sft
 
 METHODS = ("rpro", "dagger", "dagger_buffered", "pi06star", "tpo")
 ABLATIONS = ("sft", "dpo", "dpo_sft", "pro", "rpro")
-POLICY_CHOICES = ("builtin", "smolvla", "pi0", "pi05")
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,15 @@ def _model_fingerprint(task: str) -> str:
         env.close()
 
 
-def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: int) -> Path:
-    """Train (or reuse, or resume) the SFT base policy; the run directory is named by its config."""
+def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: int, policy: str = "builtin",
+               policy_model: str = "{}") -> Path:
+    """Train (or reuse, or resume) the SFT base policy; the run directory is named by its config.
+    The state-only variant is the built-in policy's: the LeRobot VLAs read the cameras."""
     info = json.loads((demos_root / "meta/info.json").read_text())
-    cfg = SFTConfig(task=task, dataset=str(demos_root), out="", state_only=profile.state_only,
-                    steps=profile.sft_steps, batch_size=profile.sft_batch, seed=seed,
-                    save_every=max(1, profile.sft_steps // 8), model=profile.sft_model)
+    model = json.dumps({**json.loads(profile.sft_model), **json.loads(policy_model)})
+    cfg = SFTConfig(task=task, dataset=str(demos_root), out="", policy=policy,
+                    state_only=profile.state_only and policy == "builtin", steps=profile.sft_steps,
+                    batch_size=profile.sft_batch, seed=seed, save_every=max(1, profile.sft_steps // 8), model=model)
     key = {**asdict(cfg), "out": None, "dataset": None, "dataset_episodes": info["total_episodes"]}
     cfg.out = str(runs / f"sft_{_digest(key)}")
     policy_dir = Path(cfg.out) / "policy"
@@ -170,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None, help="training seeds per method (profile default)")
     ap.add_argument("--rollouts", type=int, default=None, help="evaluation rollouts per split (profile default)")
     ap.add_argument("--rounds", type=int, default=None, help="FlowPRO rounds (profile default)")
-    ap.add_argument("--policy", default="builtin", help=f"one of {', '.join(POLICY_CHOICES)}")
+    ap.add_argument("--policy", default="builtin", help=f"one of {', '.join(POLICY_PRESETS)}")
+    ap.add_argument("--policy-model", default="{}", metavar="JSON",
+                    help="overrides of the policy config, e.g. for smolvla a local backbone "
+                         "'{\"vlm_model_name\": \"/models/SmolVLM2-500M-Video-Instruct\", \"load_vlm_weights\": true}' "
+                         "or a tiny offline one '{\"tiny_vlm\": {\"image_size\": 32}, "
+                         "\"resize_imgs_with_padding\": [32, 32]}' (nothing is downloaded)")
     ap.add_argument("--profile", default="default", choices=sorted(PROFILES))
     ap.add_argument("--out", default=None, help="results directory (default results/<task>)")
     ap.add_argument("--data", default=None, help="data directory (default data/<task>)")
@@ -187,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         problems.append(f"unknown method(s) {bad}; valid methods: {', '.join(METHODS)}")
-    if args.policy not in POLICY_CHOICES:
-        problems.append(f"unknown policy {args.policy!r}; valid policies: {', '.join(POLICY_CHOICES)}")
-    elif args.policy != "builtin":
-        problems.append(f"policy {args.policy!r}: the runner trains only the built-in policy so far (the LeRobot "
-                        "adapters implement the same contract; SmolVLA/pi0/pi0.5 runs need a GPU and local weights)")
+    if args.policy not in POLICY_PRESETS:
+        problems.append(f"unknown policy {args.policy!r}; valid policies: {', '.join(POLICY_PRESETS)}")
+    try:
+        if not isinstance(json.loads(args.policy_model), dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        problems.append(f"--policy-model must be a JSON object of policy-config overrides: {e}")
     if args.backend == "real":
         problems.append("--backend real needs a configured X-Trainer: the arms' addresses and firmware, the grippers' "
                         "serial ports and calibration, the cameras and leader arms in a robot configuration file "
@@ -214,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs or f"runs/{task}")
     settings = {"task": task, "profile": args.profile, "profile_settings": asdict(profile), "seeds": seeds,
                 "rounds": rounds, "methods": methods, "policy": args.policy,
-                "backend": args.backend, "seed": args.seed}
+                "backend": args.backend, "seed": args.seed,
+                **({"policy_model": json.loads(args.policy_model)} if json.loads(args.policy_model) else {})}
     results_file = out / "results.json"
     if results_file.exists() and not args.force:
         previous = json.loads(results_file.read_text()).get("settings")
@@ -254,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     results["demos"] = record(task, profile.demos, "id", demos, seed=args.seed)
     results["stage_seconds"]["demos"] = round(time.perf_counter() - t, 1)
 
-    t = stage(3, f"SFT base policy ({profile.sft_steps} steps, {'state-only' if profile.state_only else 'vision'}) "
+    t = stage(3, f"SFT base policy ({profile.sft_steps} steps, {args.policy}, {'state-only' if profile.state_only and args.policy == 'builtin' else 'vision'}) "
                  f"and its evaluation")
-    base = _stage_sft(task, demos, runs, profile, args.seed)
+    base = _stage_sft(task, demos, runs, profile, args.seed, args.policy, args.policy_model)
     eval_seeds = list(range(EVAL_SEED, EVAL_SEED + profile.rollouts))
     results["base"] = {"policy_dir": str(base), "train_config": json.loads((base.parent / "train_config.json").read_text()),
                        "evaluation": {}}

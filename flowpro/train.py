@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from flowpro.data import ChunkDataset
-from flowpro.policies import POLICIES, BuiltinConfig, FlowPolicy
+from flowpro.policies import POLICIES, FlowPolicy
 
 
 @dataclass
@@ -56,22 +56,34 @@ def lr_at(step: int, cfg) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+#: ``--policy`` names: the POLICIES registry plus pi0.5, which is the pi0 adapter's other variant.
+POLICY_PRESETS: dict[str, tuple[str, dict]] = {**{k: (k, {}) for k in POLICIES}, "pi05": ("pi0", {"variant": "pi05"})}
+
+
 def make_policy(cfg: SFTConfig) -> FlowPolicy:
-    """A fresh policy shaped for the dataset (the state-only variant reads its privileged-state width)."""
-    if cfg.policy != "builtin":
-        raise ValueError(f"unknown policy {cfg.policy!r}; available: {', '.join(sorted(POLICIES))}")
+    """A fresh policy shaped for the dataset (the state-only variant reads its privileged-state width).
+
+    ``cfg.model`` (JSON) overrides fields of the policy's config class, e.g. for SmolVLA
+    ``{"vlm_model_name": "/models/SmolVLM2-500M-Video-Instruct", "load_vlm_weights": true}`` (a
+    local directory: nothing is downloaded) or ``{"tiny_vlm": {"image_size": 32},
+    "resize_imgs_with_padding": [32, 32], "num_vlm_layers": 2}`` for a tiny offline backbone."""
+    if cfg.policy not in POLICY_PRESETS:
+        raise ValueError(f"unknown policy {cfg.policy!r}; available: {', '.join(sorted(POLICY_PRESETS))}")
+    kind, preset = POLICY_PRESETS[cfg.policy]
     info = Path(cfg.dataset) / "meta/info.json"
     if not info.exists():
         raise FileNotFoundError(f"{cfg.dataset} is not a LeRobotDataset (no meta/info.json)")
     env_dim = json.loads(info.read_text())["features"].get("observation.environment_state", {}).get("shape", [0])[0]
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(cfg.model).items()}
     if cfg.state_only:
+        if kind != "builtin":
+            raise ValueError(f"--state-only is a variant of the built-in policy; {cfg.policy} reads the cameras")
         overrides = {"use_images": False, "env_state_dim": env_dim, "cameras": (), **overrides}
     try:
-        config = BuiltinConfig(**overrides)
+        config = POLICIES[kind].config_class(**{**preset, **overrides})
     except TypeError as e:
-        raise ValueError(f"bad --model override: {e}") from None
-    return POLICIES[cfg.policy](config)
+        raise ValueError(f"bad --model override for {cfg.policy}: {e}") from None
+    return POLICIES[kind](config)
 
 
 def save_checkpoint(out: Path, step: int, policy: FlowPolicy, optim: torch.optim.Optimizer,

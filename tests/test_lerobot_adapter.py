@@ -374,3 +374,8 @@ def test_the_preference_step_works_through_the_adapters(policy):
     loss, stats = rpro_loss(*losses, beta=100.0)
     loss.backward()
     assert torch.isfinite(loss) and abs(stats["r_w"]) < 1e-3
+
+
+def test_a_vlm_missing_locally_is_an_error_not_a_download():
+    with pytest.raises(ValueError, match="neither a local directory nor in the local Hugging Face cache"):
+        SmolVLAAdapter(SmolVLAAdapterConfig(vlm_model_name="HuggingFaceTB/not-on-this-machine"))

@@ -1,9 +1,13 @@
 """The main job's entry point (what `make benchmark` runs), on its smoke profile."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from benchmarks.report import write_report
 from benchmarks.run import main
+from flowpro.policies import FlowPolicy
 
 
 def test_runner_smoke_profile_runs_every_method_and_writes_a_recomputable_report(tmp_path, capsys):
@@ -36,6 +40,23 @@ def test_runner_smoke_profile_runs_every_method_and_writes_a_recomputable_report
     assert "another configuration" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~5-10 min on 2 cores: vision rollouts of USB with a SmolVLA (CI covers the parts in test_train)
+def test_runner_trains_and_fine_tunes_a_lerobot_smolvla_base(tmp_path):
+    tiny = json.dumps({"tiny_vlm": {"image_size": 32}, "resize_imgs_with_padding": [32, 32], "num_vlm_layers": 2})
+    out, data, runs = tmp_path / "results", tmp_path / "data", tmp_path / "runs"
+    assert main(["--task", "usb", "--profile", "smoke", "--policy", "smolvla", "--policy-model", tiny,
+                 "--methods", "rpro", "--no-ablations", "--out", str(out), "--data", str(data),
+                 "--runs", str(runs)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["policy"] == "smolvla" and res["settings"]["policy_model"]["num_vlm_layers"] == 2
+    train = res["base"]["train_config"]
+    assert train["policy"] == "smolvla" and not train["state_only"]
+    run = res["methods"]["rpro"]["0"]
+    assert run["rounds"][0]["collection"]["pairs"] == 1
+    final = FlowPolicy.load(Path(run["run_dir"]) / "round_1/train/policy")
+    assert type(final).__name__ == "SmolVLAAdapter" and final.config.relative_actions
+
+
 def test_runner_rejects_bad_names_and_an_unconfigured_robot(capsys):
     assert main(["--task", "pack"]) == 2
     assert "valid tasks: reach, usb" in capsys.readouterr().err
@@ -43,6 +64,8 @@ def test_runner_rejects_bad_names_and_an_unconfigured_robot(capsys):
     assert "valid methods: rpro, dagger, dagger_buffered, pi06star, tpo" in capsys.readouterr().err
     assert main(["--task", "usb", "--policy", "octo"]) == 2
     assert "valid policies" in capsys.readouterr().err
+    assert main(["--task", "usb", "--policy", "smolvla", "--policy-model", "[1]"]) == 2
+    assert "--policy-model must be a JSON object" in capsys.readouterr().err
     assert main(["--task", "usb", "--backend", "real"]) == 2
     assert "needs a configured X-Trainer" in capsys.readouterr().err
 

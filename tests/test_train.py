@@ -152,3 +152,37 @@ def test_a_worker_switches_policy_when_asked_for_another(tmp_path, reach_demos):
     _, p2 = worker_env_policy(cache, "reach", "id", str(second))
     assert again is p1 and p2 is not p1
     assert not torch.equal(next(p1.parameters()), next(p2.parameters()))
+
+
+TINY_SMOLVLA = json.dumps({"tiny_vlm": {"image_size": 32}, "resize_imgs_with_padding": [32, 32], "num_vlm_layers": 2,
+                           "image_size": [32, 32]})
+
+
+@pytest.fixture(scope="module")
+def reach_rgb_demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos") / "reach_rgb"
+    record("reach", 2, "id", root, image_size=(32, 32), progress=False)
+    return root
+
+
+@pytest.mark.parametrize(("policy", "model", "kind"), [
+    ("smolvla", TINY_SMOLVLA, "SmolVLAAdapter"),
+    ("pi05", json.dumps({"image_size": [32, 32], "image_resolution": [32, 32]}), "Pi0Adapter"),
+])
+def test_sft_trains_the_lerobot_adapters_and_the_checkpoint_drives_a_rollout(tmp_path, reach_rgb_demos, policy,
+                                                                            model, kind):
+    torch.manual_seed(0)
+    out = train_sft(_cfg(tmp_path, reach_rgb_demos, policy=policy, model=model, state_only=False, steps=4,
+                         batch_size=4))
+    loaded = FlowPolicy.load(out)
+    assert type(loaded).__name__ == kind
+    assert loaded.config.variant == "pi05" if policy == "pi05" else loaded.config.tiny_vlm
+    metrics = (tmp_path / "run/metrics.csv").read_text().splitlines()
+    assert len(metrics) == 1 + 4 and "nan" not in "".join(metrics).lower()
+    [result] = evaluate("reach", out, [0], "id", workers=1)
+    assert result["seed"] == 0 and isinstance(result["success"], bool)
+
+
+def test_state_only_is_refused_for_a_camera_policy(tmp_path, reach_demos):
+    with pytest.raises(ValueError, match="state-only is a variant of the built-in policy; smolvla reads the cameras"):
+        train_sft(_cfg(tmp_path, reach_demos, policy="smolvla", model=TINY_SMOLVLA))

@@ -295,7 +295,7 @@ class SmolVLAAdapter(_LeRobotFlowAdapter):
             with tempfile.TemporaryDirectory(prefix="flowpro_tiny_smolvlm_") as tmp:
                 self.lerobot = self._build(write_tiny_smolvlm(tmp, **config.tiny_vlm))
         else:
-            self.lerobot = self._build(config.vlm_model_name)
+            self.lerobot = self._build(local_model_dir(config.vlm_model_name))
         self.tokenizer = self.lerobot.model.vlm_with_expert.processor.tokenizer
 
     def _build(self, vlm: str | Path):
@@ -386,6 +386,22 @@ class SmolVLAAdapter(_LeRobotFlowAdapter):
         finally:
             lc.num_steps = steps
         return self.actions_from_model(out[..., : self.config.action_dim], batch)
+
+
+def local_model_dir(name: str) -> Path:
+    """A local directory for a VLM named by path or Hub id, from the local Hugging Face cache only:
+    nothing is downloaded at run time, so a missing backbone is an error naming what to provide."""
+    if Path(name).is_dir():
+        return Path(name)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError) as e:
+        raise ValueError(f"VLM {name!r} is neither a local directory nor in the local Hugging Face cache "
+                         f"({type(e).__name__}); nothing is downloaded at run time: put the model in a directory and "
+                         "pass it as vlm_model_name, or use a tiny offline backbone (tiny_vlm)") from None
 
 
 def make_tiny_smolvla(tmpdir: str | Path | None = None, **overrides: Any) -> SmolVLAAdapter:
