@@ -83,7 +83,11 @@ def stop_then_flush(backend: Any, flush: Callable[[str], str], log: Log) -> Iter
         yield
     except BaseException as e:
         fault = fault_text(e)
-        backend.emergency_stop(f"session interrupted by {fault}")  # first: never an arm left moving
+        try:
+            backend.emergency_stop(f"session interrupted by {fault}")  # first: never an arm left moving
+        except Exception as stop_error:  # (a failed stop request is kept by the safety layer, not raised)
+            e.add_note(f"stopping the arms failed: {type(stop_error).__name__}: {stop_error}; "
+                       "use the emergency stop button")
         log(f"[session] {fault}\n[session] {stop_report(backend)}; saving what was recorded")
         try:
             e.add_note(flush(fault))
