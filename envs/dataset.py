@@ -89,17 +89,28 @@ class DatasetMismatch(ValueError):
     """The directory holds a dataset of another task or layout."""
 
 
-def run_recording_command(record_fn: Callable[[], dict], root: str | Path, what: str) -> int:
+def run_recording_command(record_fn: Callable[[], dict], root: str | Path, what: str,
+                          faults: tuple[type[BaseException], ...] = ()) -> int:
     """The exit path of a resumable recording command: its JSON summary (exit 0), a clear error for
-    bad input (exit 2), or after Ctrl-C how many finished ``what`` are on disk (exit 130)."""
+    bad input (exit 2), for one of ``faults`` (a robot's errors: exit 3), or after Ctrl-C (exit 130),
+    each saying how many finished ``what`` are on disk. An exception's notes (where an interrupted
+    record was saved, :mod:`hardware.interrupted`) are printed with it."""
+    def explain(first: str, e: BaseException) -> None:
+        print("\n".join([first, *getattr(e, "__notes__", [])]), file=sys.stderr)
+
     try:
         summary = record_fn()
     except (ValueError, FileNotFoundError) as e:  # DatasetMismatch is a ValueError
-        print(f"error: {e}", file=sys.stderr)
+        explain(f"error: {e}", e)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {finished_episodes(root)} {what} are in {root}; run the same command again to continue",
-              file=sys.stderr)
+    except faults as e:
+        explain(f"error on the robot: {type(e).__name__}: {e}", e)
+        print(f"{finished_episodes(root)} finished {what} are in {root}; check the robot and run the same command "
+              "again to continue", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt as e:
+        explain("\ninterrupted", e)
+        print(f"{finished_episodes(root)} {what} are in {root}; run the same command again to continue", file=sys.stderr)
         return 130
     print(json.dumps(summary))
     return 0

@@ -60,21 +60,44 @@ class Pair:
     pictures: dict[str, np.ndarray] = field(default_factory=dict)  # "rollback" (t - k_back) and "intervention" (t)
 
 
+@dataclass
+class RolloutProgress:
+    """What :func:`intervention_rollout` has recorded so far, kept up to date while it runs, so a
+    caller whose rollout is interrupted (a fault on the real robot, issue 8) can still save the
+    finished pairs and the frames of the record in progress. One per rollout."""
+
+    pairs: list[Pair] = field(default_factory=list)  # finished pairs (corrected or not), in order
+    history: list[StepRecord] = field(default_factory=list)  # the rollout's timeline (rollbacks cut it)
+    pending: Pair | None = None  # the pair being corrected: its tau^l and the correction so far
+    since: int = 0  # history[since:]: policy steps after the last finished pair (none is pending)
+
+    def unfinished(self) -> tuple[Intervention | None, list[StepRecord], list[StepRecord]]:
+        """``(intervention, tau^l, tau^w so far)`` of the record in progress: the pending pair, else
+        the policy steps since the last pair (no intervention, no correction)."""
+        if self.pending is not None:
+            return self.pending.intervention, list(self.pending.loser), list(self.pending.winner)
+        return None, self.history[self.since:], []
+
+
 def intervention_rollout(backend: Any, policy: Any, operator: Operator, *, seed: int, split: str = "id",
                          n_action_steps: int = 15, max_interventions: int = 3, correction_limit_s: float = 30.0,
-                         pictures: bool = False) -> tuple[list[Pair], dict[str, Any]]:
+                         pictures: bool = False, progress: RolloutProgress | None = None
+                         ) -> tuple[list[Pair], dict[str, Any]]:
     """One supervised rollout; returns its pairs and a summary.
 
     The policy runs chunked (re-plan every ``n_action_steps``); after every step the operator may
     intervene. Rolling back truncates the timeline, so a later intervention (after a hand-back)
-    can never rewind past the correction.
+    can never rewind past the correction. ``progress`` (a fresh :class:`RolloutProgress`) is kept
+    up to date as the rollout runs, for a caller that must save what an interruption left.
     """
+    progress = RolloutProgress() if progress is None else progress
+    if progress.history or progress.pairs or progress.pending is not None:
+        raise ValueError("pass a fresh RolloutProgress to each intervention_rollout")
     obs, info = backend.reset(seed=seed, options={"split": split})
     policy.reset()
     operator.reset(backend, seed)
-    history: list[StepRecord] = []
+    history, pairs = progress.history, progress.pairs
     snapshots: list[Any] = []  # snapshots[i]: the state before history[i]
-    pairs: list[Pair] = []
     queue: list[np.ndarray] = []
     outcome = "time_limit"
     while backend.time_s < backend.time_limit_s - 1e-9:
@@ -100,8 +123,9 @@ def intervention_rollout(backend: Any, policy: Any, operator: Operator, *, seed:
         if pictures:
             shots["rollback"] = backend.render_camera(PICTURE_CAMERA, PICTURE_SIZE)
         del history[iv.rollback_index:], snapshots[iv.rollback_index:]
-        operator.begin_correction(backend, iv)
         winner: list[StepRecord] = []
+        progress.pending = Pair(seed, iv, loser, winner, False, shots)  # winner grows in place
+        operator.begin_correction(backend, iv)
         c_info: dict[str, Any] | None = None
         deadline = backend.time_s + correction_limit_s
         corrected = False
@@ -117,6 +141,7 @@ def intervention_rollout(backend: Any, policy: Any, operator: Operator, *, seed:
             if c_info["terminal_failure"]:
                 break
         pairs.append(Pair(seed, iv, loser, winner, corrected, shots))
+        progress.pending, progress.since = None, len(history)
         if not corrected or (c_info is not None and c_info["is_success"]):
             outcome = "corrected" if corrected else "correction_failed"
             break
@@ -326,12 +351,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         from hardware.config import load_robot_config
-        from hardware.run import collect_real
+        from hardware.run import BENCH_ERRORS, collect_real
 
         return run_recording_command(
             lambda: collect_real(load_robot_config(args.robot_config), args.policy, args.pairs, args.round_k,
                                  args.root, task=args.task, seed=args.seed, n_action_steps=args.n_action_steps),
-            args.root, "pairs")
+            args.root, "pairs", faults=BENCH_ERRORS)
     kwargs = {"handback": args.handback, "margin_steps": tuple(args.margin), "max_back": args.max_back,
               "stall_s": args.stall, "persist_s": args.persist}
     return run_recording_command(

@@ -12,13 +12,16 @@
   intervention-and-rollback collection (keys, leader arms, the rollback frame).
 - :mod:`hardware.lerobot_robot`: ``XTrainerRobot`` / ``XTrainerLeader`` under LeRobot's contracts (SPEC §10),
   also reachable as ``hardware.XTrainerRobot`` / ``hardware.XTrainerLeader`` (imported on first use), which
-  is where LeRobot's ``make_robot_from_config`` looks for them.
+  is where LeRobot's ``make_robot_from_config`` looks for them; the plugin package ``lerobot_robot_xtrainer``
+  (this project's distribution name) makes ``lerobot-record`` / ``lerobot-teleoperate`` find them.
 - :mod:`hardware.emulator` (``python -m hardware.emulator``) and :mod:`hardware.feetech_emulator`:
   both controllers on loopback and the grippers on pseudo-terminals, with fault injection.
 - :mod:`hardware.config`: the robot configuration file (arms, grippers, cameras, leader arms, safety
   overrides; ``xtrainer.example.json`` matches the emulator) and ``make_backend`` / ``make_leader``.
 - :mod:`hardware.run` (``python -m hardware.run evaluate|collect``): policy evaluation and
   human-operator pair collection on the real bench through the simulation's loops.
+- :mod:`hardware.interrupted`: what a fault leaves on disk (arms stopped first, then the finished
+  part of the interrupted rollout saved next to the dataset or results file, then a clear error).
 """
 
 _LEROBOT_DEVICES = ("XTrainerRobot", "XTrainerLeader", "XTrainerRobotConfig", "XTrainerLeaderConfig")

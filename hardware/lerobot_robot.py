@@ -16,8 +16,13 @@
 Both configs register with LeRobot's config registries when this module is imported, and
 ``make_robot_from_config`` / ``make_teleoperator_from_config`` find the device classes through the
 ``hardware`` package. LeRobot's command-line tools import third-party devices only from installed
-``lerobot_robot_*`` / ``lerobot_teleoperator_*`` packages, so using ``lerobot-record`` with the
-X-Trainer needs a one-line plugin package that imports this module.
+``lerobot_robot_*`` / ``lerobot_teleoperator_*`` distributions: the plugin package
+:mod:`lerobot_robot_xtrainer` (this project's distribution name) imports this module, so after
+``pip install -e .`` ``lerobot-record`` / ``lerobot-teleoperate`` / ``lerobot-replay`` take
+``--robot.type=xtrainer`` and ``--teleop.type=xtrainer_leader`` (README, "The real robot").
+
+A fault while observing stops both arms before it propagates, as one while acting does (issue 8):
+LeRobot's loops only disconnect, which would leave the controllers holding their last target.
 """
 
 from __future__ import annotations
@@ -98,8 +103,14 @@ class XTrainerRobot(Robot):
         super().__init__(config)
         self.config = config
         self.backend: RealXTrainer | None = None
-        self.cameras: CameraRig | None = None
+        self.rig: CameraRig | None = None  # the open cameras, while connected
         self._ports: list[ft.SerialPort] = []
+
+    @property
+    def cameras(self) -> dict[str, XTrainerCameraConfig]:
+        """The configured cameras by name (LeRobot's record and rollout size their image writers
+        with ``len(robot.cameras)`` before connecting)."""
+        return dict(self.config.cameras)
 
     @cached_property
     def observation_features(self) -> dict[str, Any]:
@@ -132,12 +143,11 @@ class XTrainerRobot(Robot):
         try:
             grippers, self._ports = _grippers(c.gripper_ports, c.gripper_calibration)
             if c.cameras:
-                self.cameras = CameraRig({cam: make_source(cc.device, cc.width, cc.height, cc.fps)
-                                          for cam, cc in c.cameras.items()},
-                                         (c.image_height, c.image_width)).open()
+                self.rig = CameraRig({cam: make_source(cc.device, cc.width, cc.height, cc.fps)
+                                      for cam, cc in c.cameras.items()}, (c.image_height, c.image_width)).open()
             self.backend = RealXTrainer({"left": c.left, "right": c.right}, grippers,
                                         task_description=c.task_description, control_hz=c.control_hz,
-                                        arm_model=c.arm_model, cameras=self.cameras, max_hold_s=c.max_hold_s)
+                                        arm_model=c.arm_model, cameras=self.rig, max_hold_s=c.max_hold_s)
             self.backend.connect()
         except BaseException:
             self.disconnect()
@@ -151,7 +161,12 @@ class XTrainerRobot(Robot):
         return self.backend
 
     def get_observation(self) -> dict[str, Any]:
-        obs = self._require().observe()
+        backend = self._require()
+        try:
+            obs = backend.observe()
+        except BaseException as e:  # stale feedback, a camera or gripper fault: stop, then report
+            backend.emergency_stop(f"observation failed: {type(e).__name__}: {e}")
+            raise
         out: dict[str, Any] = dict(zip(EE_FEATURES, map(float, obs["agent_pos"]), strict=True))
         out.update(zip(JOINT_FEATURES, map(float, obs["joint_pos"]), strict=True))
         out.update(obs.get("pixels", {}))
@@ -172,9 +187,9 @@ class XTrainerRobot(Robot):
         if self.backend is not None:
             self.backend.close()
             self.backend = None
-        if self.cameras is not None:
-            self.cameras.close()
-            self.cameras = None
+        if self.rig is not None:
+            self.rig.close()
+            self.rig = None
         for port in self._ports:
             port.close()
         self._ports = []

@@ -19,6 +19,12 @@ from the robot configuration file, :mod:`hardware.config`):
   One difference: the real bench observes no object poses, and LeRobot cannot store a 0-wide
   feature, so ``observation.environment_state`` is a 1-wide zero placeholder (:data:`REAL_ENV_STATE_DIM`).
 
+A fault during a rollout (a bench error, a timeout, Ctrl-C) stops both arms first, then saves what
+the rollout recorded, then ends the session with a clear error (:mod:`hardware.interrupted`: the
+finished pairs go to ``--root``; the interrupted pair's frames to ``<root>_interrupted/``, an
+interrupted evaluation rollout to ``<out stem>.interrupted.jsonl``). A fault between rollouts stops
+both arms too.
+
 Before every rollout the arms go home and stand still (paused) while the operator restores the
 scene; ``c`` or Enter starts the rollout, ``q`` ends the session. The space bar is an emergency
 stop at any time (stdin keys). Tests and other front ends inject the human: ``keys`` (any
@@ -48,19 +54,23 @@ from envs.expert_eval import summarize
 from envs.rollout import StepRecord, rollout
 from envs.tasks import get_task
 from envs.xtrainer import CAMERAS
-from flowpro.collect import PAIR_COLUMNS, Pair, intervention_rollout, pair_frames, save_rollback_sheet
+from flowpro.collect import PAIR_COLUMNS, Pair, RolloutProgress, intervention_rollout, pair_frames, save_rollback_sheet
 from hardware.backend import RealXTrainer
 from hardware.cameras import CameraError
 from hardware.config import RobotConfig, load_robot_config, make_backend, make_leader
 from hardware.dobot_protocol import DobotError
 from hardware.feetech import FeetechError
 from hardware.human_operator import HumanOperator, HumanOperatorConfig
+from hardware.interrupted import (append_jsonl, interrupted_dir, interrupted_frames, interrupted_writer,
+                                  record_interrupted_rollout, stop_then_flush)
 from hardware.keys import KeySource, StdinKeys
 from hardware.safety import SafetyError
 from hardware.teleop import JointTeleoperator
 
 REAL_ENV_STATE_DIM = 1  # width of the zero observation.environment_state placeholder in real pairs
 REAL_SPLIT = "real"  # the "split" of real-bench datasets (their marker refuses simulated pairs)
+# What ends a session on the bench with "check the bench and rerun" rather than a traceback.
+BENCH_ERRORS: tuple[type[BaseException], ...] = (SafetyError, DobotError, FeetechError, CameraError, TimeoutError)
 Log = Callable[[str], None]
 
 
@@ -143,6 +153,9 @@ def bench_session(robot: RobotConfig, image_size: tuple[int, int] | None, task: 
         stdin = keys = StdinKeys(immediate={KEYS.emergency_stop: lambda: b.emergency_stop("keyboard emergency stop")})
     try:
         yield backend, keys
+    except BaseException as e:  # between rollouts too: never an arm left moving (issue 8)
+        backend.emergency_stop(f"session ended by {type(e).__name__}: {e}")
+        raise
     finally:
         if stdin is not None:
             stdin.close()
@@ -228,8 +241,9 @@ def evaluate_real(robot: RobotConfig, policy: str | Path, rollouts: int, out: st
         for i in range(len(results), rollouts):
             if not wait_for_start(bench, human, f"rollout {i + 1}/{rollouts}", timeout_s=start_timeout_s, log=log):
                 break
-            result = rollout(bench, PolicyRunner(flow_policy, seed + i), seed=seed + i,
-                             n_action_steps=n_action_steps or c.n_action_steps, hook=hook)
+            with stop_then_flush(bench, lambda fault: record_interrupted_rollout(out, i, seed + i, bench, fault), log):
+                result = rollout(bench, PolicyRunner(flow_policy, seed + i), seed=seed + i,
+                                 n_action_steps=n_action_steps or c.n_action_steps, hook=hook)
             bench.pause()
             results.append(result.summary())
             with out.open("a") as f:
@@ -293,6 +307,49 @@ def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: in
     teleop = teleop if teleop is not None else make_leader(robot)
     stats: Counter = Counter()
     t0, max_rollouts = time.perf_counter(), max_rollouts or 20 * pairs
+
+    def write_pairs(found: list[Pair], task_text: str) -> int:
+        """Write the corrected pairs among ``found`` (up to ``pairs`` in all); returns how many."""
+        nonlocal done
+        written = 0
+        for p in found:
+            if done >= pairs:
+                break
+            if not p.corrected or not p.loser:
+                stats["discarded_uncorrected" if not p.corrected else "discarded_empty"] += 1
+                continue
+            writer.write_episode(pair_frames(real_pair(p), task_text, round_k, done))
+            if p.pictures:
+                save_rollback_sheet(p, Path(root) / "pictures" / f"pair_{done:06d}_rollback.png")
+            done += 1
+            written += 1
+            stats["new_pairs"] += 1
+            log(f"[session] pair {done}/{pairs} written to {root}")
+        return written
+
+    def flush(progress: RolloutProgress, seed: int, task_text: str, fault: str) -> str:
+        """After a fault (the arms already stopped): the rollout's finished pairs to ``root``, the
+        frames of the pair in progress to ``<root>_interrupted``; returns where they went."""
+        written = write_pairs(progress.pairs, task_text)
+        iv, loser, winner = progress.unfinished()
+        frames = interrupted_frames(progress, seed, task_text, round_k, fault, np.zeros(REAL_ENV_STATE_DIM))
+        episode = None
+        if frames:
+            side = interrupted_writer(root, task, round_k, image_size, round(robot.control_hz), REAL_ENV_STATE_DIM,
+                                      REAL_SPLIT)
+            episode = side.num_episodes
+            side.write_episode(frames)
+        where = interrupted_dir(root)
+        append_jsonl(where / "log.jsonl", {
+            "seed": seed, "round": round_k, "fault": fault, "pairs_written": written, "pairs_in_root": done,
+            "frames": len(frames), "frames_l": len(loser), "frames_w": len(winner),
+            "rollback_index": iv.rollback_index if iv is not None else None,
+            "episode": episode, "when": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        kept = (f"its {len(frames)} unpaired frames ({len(loser)} tau^l + {len(winner)} correction) are episode "
+                f"{episode} of {where / 'frames'}") if frames else "it had no unpaired frames"
+        return (f"rollout {seed} was interrupted: {written} finished pair(s) of it written to {root} "
+                f"({done} in all); {kept}; the fault is logged in {where / 'log.jsonl'}")
+
     try:
         time_limit_s = _time_limit(time_limit_s, robot, task)
         with bench_session(robot, image_size, task, time_limit_s, keys, backend) as (bench, human):
@@ -301,26 +358,19 @@ def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: in
                 if not wait_for_start(bench, human, f"rollout {next_seed} (pairs {done}/{pairs})",
                                       timeout_s=start_timeout_s, log=log):
                     break
-                found, summary = intervention_rollout(
-                    bench, PolicyRunner(flow_policy, next_seed), operator, seed=next_seed, split=REAL_SPLIT,
-                    n_action_steps=n_action_steps or c.n_action_steps, max_interventions=max_interventions,
-                    correction_limit_s=correction_limit_s, pictures="top" in robot.cameras and done < pictures)
+                progress = RolloutProgress()
+                with stop_then_flush(bench, lambda fault: flush(progress, next_seed, bench.task_description, fault),
+                                     log):
+                    found, summary = intervention_rollout(
+                        bench, PolicyRunner(flow_policy, next_seed), operator, seed=next_seed, split=REAL_SPLIT,
+                        n_action_steps=n_action_steps or c.n_action_steps, max_interventions=max_interventions,
+                        correction_limit_s=correction_limit_s, pictures="top" in robot.cameras and done < pictures,
+                        progress=progress)
                 bench.pause()
                 stats["rollouts"] += 1
                 stats["interventions"] += summary["interventions"]
                 stats[f"outcome_{summary['outcome']}"] += 1
-                for p in found:
-                    if done >= pairs:
-                        break
-                    if not p.corrected or not p.loser:
-                        stats["discarded_uncorrected" if not p.corrected else "discarded_empty"] += 1
-                        continue
-                    writer.write_episode(pair_frames(real_pair(p), bench.task_description, round_k, done))
-                    if p.pictures:
-                        save_rollback_sheet(p, Path(root) / "pictures" / f"pair_{done:06d}_rollback.png")
-                    done += 1
-                    stats["new_pairs"] += 1
-                    log(f"[session] pair {done}/{pairs} written to {root}")
+                write_pairs(found, bench.task_description)
                 next_seed += 1
     finally:
         if own_teleop:
@@ -330,6 +380,13 @@ def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: in
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+def bench_error_message(e: BaseException) -> str:
+    """The clear error of a session a fault ended: the fault, where the interrupted record went
+    (the exception's notes, :func:`hardware.interrupted.stop_then_flush`), what to do next."""
+    return "\n".join([f"error on the bench: {type(e).__name__}: {e}", *getattr(e, "__notes__", []),
+                      "what was finished is saved; check the bench and run the same command again to continue"])
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m hardware.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -377,14 +434,14 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
                                    max_interventions=args.max_interventions,
                                    correction_limit_s=args.correction_limit, log=log)
     except (ValueError, FileNotFoundError, DatasetMismatch) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("\n".join([f"error: {e}", *getattr(e, "__notes__", [])]), file=sys.stderr)
         return 2
-    except (SafetyError, DobotError, FeetechError, CameraError, TimeoutError) as e:
-        print(f"error on the bench: {type(e).__name__}: {e}\nwhat was finished is saved; check the bench and "
-              "run the same command again to continue", file=sys.stderr)
+    except BENCH_ERRORS as e:
+        print(bench_error_message(e), file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("\ninterrupted: what was finished is saved; run the same command again to continue", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("\n".join(["\ninterrupted: what was finished is saved", *getattr(e, "__notes__", []),
+                         "run the same command again to continue"]), file=sys.stderr)
         return 130
     print(json.dumps(summary))
     return 0

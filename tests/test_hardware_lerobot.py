@@ -97,7 +97,7 @@ def test_robot_connect_failure_leaves_nothing_open(follower):
     robot = XTrainerRobot(config)
     with pytest.raises(Exception, match="top camera: cannot open OpenCV camera '/dev/video_missing'"):
         robot.connect()
-    assert not robot.is_connected and robot.cameras is None and robot._ports == []
+    assert not robot.is_connected and robot.rig is None and robot._ports == []
 
 
 def test_leader_teleoperates_the_follower(follower, tmp_path):
@@ -149,3 +149,21 @@ def test_configs_parse_from_the_command_line(tmp_path):
     assert isinstance(cfg, XTrainerRobotConfig) and cfg.left.host == "192.168.5.1" and cfg.right.host == "127.0.0.2"
     assert cfg.gripper_ports == {"left": "/dev/ttyUSB0"} and cfg.cameras["top"].device == "4"
     assert XTrainerRobot(cfg).observation_features["top"] == (128, 96, 3)
+
+
+def test_a_fault_while_observing_stops_both_arms(follower):
+    """LeRobot's loops only disconnect on an error; the robot stops both arms itself first (issue 8)."""
+    config, emus = follower
+    config.cameras = {}
+    robot = XTrainerRobot(config)
+    robot.connect()
+    try:
+        robot.get_observation()
+        emus["right"].drop_feedback(down_s=1.0)
+        time.sleep(0.15)  # older than the 100 ms feedback limit
+        with pytest.raises(Exception, match="feedback"):
+            robot.get_observation()
+        assert all(s.tripped and "observation failed" in s.tripped for s in robot.backend.safe.values())
+        assert all("ResetRobot()" in e.commands_seen for e in emus.values())
+    finally:
+        robot.disconnect()

@@ -4,12 +4,14 @@ scripted human (keys and teleoperator)."""
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import envs  # noqa: F401  (before mujoco)
+from envs.dataset import finished_episodes
 from envs.geometry import ARMS
 from envs.xtrainer import CAMERAS, BenchConfig, home_qpos
 from hardware import feetech as ft
@@ -219,3 +221,178 @@ def test_collect_with_a_scripted_human_writes_a_pair_load_pairs_reads(tmp_path, 
     assert len(list((tmp_path / "pairs_r1_rollback_frames").glob("*.png"))) == 1
     # Resumed: the dataset already holds the pair asked for, so nothing connects.
     assert run.main(argv, keys=ScriptedKeys([]), teleop=teleop, log=lambda m: None) == 0
+
+
+# ---------------------------------------------------------------------------------------------- faults
+class KeysWithFault(ScriptedKeys):
+    """Scripted keys; just before poll number ``at`` (1-based) the bench faults: ``fault()`` runs
+    (an emulator fault, then long enough a wait that the client has seen it)."""
+
+    def __init__(self, script, at: int, fault):
+        super().__init__(script)
+        self.at, self.fault, self.fired = at, fault, False
+
+    def poll(self):
+        if self.polls + 1 == self.at:
+            self.fired = True
+            self.fault()
+        return super().poll()
+
+
+def _stopped_last(emu: ArmEmulator) -> bool:
+    """The controller's last motion-relevant command was a stop (V3: ResetRobot), after every ServoJ."""
+    cmds = emu.commands_seen
+    stops = [i for i, c in enumerate(cmds) if c.startswith("ResetRobot")]
+    servos = [i for i, c in enumerate(cmds) if c.startswith("ServoJ")]
+    return bool(stops) and bool(servos) and stops[-1] > servos[-1]
+
+
+def _column(root: Path, name: str) -> list:
+    import pyarrow.parquet as pq
+
+    files = sorted(root.glob("data/chunk-*/file-*.parquet"))
+    values = [v for f in files for v in pq.read_table(f, columns=[name]).column(name).to_pylist()]
+    return [v[0] if isinstance(v, list) else v for v in values]
+
+
+def test_fault_mid_correction_stops_then_flushes_pairs_and_frames(tmp_path, vision_policy, lerobot_datasets,
+                                                                  capsys):
+    from flowpro.tuples import load_pairs
+    from hardware.interrupted import INTERRUPTED_KIND, interrupted_dir
+
+    root = tmp_path / "pairs_r1"
+    side = interrupted_dir(root)
+    # Rollout 40: pair 1 as in the test above (rollback 3, 4 correction steps, hand back); 4 policy
+    # steps; intervene again (rollback 3); confirm; 2 correction steps; then the left controller
+    # alarms (ErrorID != 0, RobotMode 9) while the operator corrects.
+    script = ["c"] + [None] * 5 + ["i", "c"] + [None] * 4 + ["h"] + [None] * 3 + ["i", "c", None, None]
+    deltas = np.zeros((6, 14))
+    deltas[:, 7] = 0.02 * np.arange(6)
+    deltas[:, [6, 13]] = 1.0
+    seen_at_flush = {}
+    argv = ["collect", "--config", "CONFIG", "--policy", str(vision_policy), "--pairs", "2", "--round", "1",
+            "--root", str(root), "--k-back", "3", "--seed", "40"]
+    with emulated_config(tmp_path, time_limit_s=1.0) as (path, emus, _):
+        argv[2] = str(path)
+
+        def alarm():
+            emus["left"].inject_error(code=22)
+            time.sleep(0.06)  # > 2 feedback periods: the next step sees the alarm
+
+        def log(msg: str) -> None:  # what the bench and the disk look like when the flush starts
+            if "saving what was recorded" in msg:
+                seen_at_flush.update(msg=msg, stopped={a: _stopped_last(e) for a, e in emus.items()},
+                                     pairs=finished_episodes(root), side=side.exists())
+
+        keys = KeysWithFault(script, at=len(script) + 1, fault=alarm)
+        rc = run.main(argv, keys=keys, teleop=ScriptedTeleoperator(deltas, relative=True), log=log)
+        assert keys.fired and keys.exhausted
+        err = capsys.readouterr().err
+        # Safe stop first (both arms, the right one healthy), then the flush, then a clear error.
+        assert seen_at_flush["stopped"] == {"left": True, "right": True}, seen_at_flush
+        assert seen_at_flush["pairs"] == 0 and not seen_at_flush["side"]
+        assert "left arm stopped, right arm stopped" in seen_at_flush["msg"]
+        assert all(_stopped_last(e) for e in emus.values())
+        assert rc == 3 and "error on the bench: SafetyStop: left arm stopped: controller in error mode" in err
+        assert f"episode 0 of {side / 'frames'}" in err and "1 finished pair(s) of it written" in err
+
+        # The finished pair of the interrupted rollout is in the round's dataset, intact.
+        (pair,) = load_pairs(root)
+        assert pair.pair_id == 0 and len(pair.states_l) == 3 and len(pair.states_w) == 4
+        # The pair in progress: its tau^l (3) and the 2 correction steps done, with the fault.
+        frames = side / "frames"
+        assert json.loads((frames / "meta/flowpro.json").read_text())["kind"] == INTERRUPTED_KIND
+        assert _column(frames, "role") == ["l"] * 3 + ["w"] * 2
+        assert _column(frames, "intervention") == [False] * 3 + [True] * 2
+        assert set(_column(frames, "pair_id")) == {-1} and set(_column(frames, "episode_seed")) == {40}
+        assert set(_column(frames, "rollback_index")) == {8}  # 3 + 4 + 4 steps on the timeline, back 3
+        (fault,) = set(_column(frames, "fault"))
+        assert fault.startswith("SafetyStop: left arm stopped: controller in error mode (RobotMode 9"), fault
+        (line,) = (side / "log.jsonl").read_text().splitlines()
+        logged = json.loads(line)
+        assert {k: logged[k] for k in ("seed", "round", "pairs_written", "pairs_in_root", "frames", "frames_l",
+                                       "frames_w", "rollback_index", "episode")} == \
+               {"seed": 40, "round": 1, "pairs_written": 1, "pairs_in_root": 1, "frames": 5, "frames_l": 3,
+                "frames_w": 2, "rollback_index": 8, "episode": 0}
+        assert logged["fault"] == fault
+        with pytest.raises(ValueError, match="holds 'interrupted_pairs', not preference pairs"):
+            load_pairs(frames)
+
+        # Resumable: the rerun starts after the finished pair (seed 41; the controller's alarm is
+        # cleared at start-up) and leaves the interrupted record alone.
+        keys = ScriptedKeys(["c"] + [None] * 5 + ["i", "c"] + [None] * 4 + ["h"])
+        assert run.main(argv, keys=keys, teleop=ScriptedTeleoperator(deltas, relative=True), log=lambda m: None) == 0
+    first, second = load_pairs(root)
+    np.testing.assert_array_equal(first.states_w, pair.states_w)
+    assert second.pair_id == 1 and _column(root, "episode_seed")[-1] == 41
+    assert len((side / "log.jsonl").read_text().splitlines()) == 1 and finished_episodes(frames) == 1
+
+
+def test_ctrl_c_mid_correction_stops_both_arms_before_saving_the_frames(tmp_path, vision_policy, lerobot_datasets,
+                                                                       capsys):
+    """Nothing in the safety layer sees Ctrl-C (the holder keeps the arms still): the session
+    itself must stop both arms, and before it writes anything."""
+    from hardware.interrupted import interrupted_dir
+
+    root = tmp_path / "pairs_r1"
+    side = interrupted_dir(root)
+    script = ["c"] + [None] * 5 + ["i", "c", None]  # intervene (rollback 3), confirm, 1 correction step
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    deltas = np.zeros((2, 14))
+    deltas[:, [6, 13]] = 1.0
+    seen_at_flush = {}
+    with emulated_config(tmp_path, time_limit_s=1.0) as (path, emus, _):
+        def log(msg: str) -> None:
+            if "saving what was recorded" in msg:
+                seen_at_flush.update(stopped={a: _stopped_last(e) for a, e in emus.items()}, side=side.exists())
+
+        keys = KeysWithFault(script, at=len(script) + 1, fault=ctrl_c)
+        rc = run.main(["collect", "--config", str(path), "--policy", str(vision_policy), "--pairs", "1", "--round",
+                       "1", "--root", str(root), "--k-back", "3", "--seed", "7"],
+                      keys=keys, teleop=ScriptedTeleoperator(deltas, relative=True), log=log)
+        assert keys.fired and rc == 130
+        assert seen_at_flush == {"stopped": {"left": True, "right": True}, "side": False}
+    err = capsys.readouterr().err
+    assert "it had no" not in err and f"episode 0 of {side / 'frames'}" in err
+    assert finished_episodes(root) == 0 and not root.exists()  # no finished pair: the round's dataset stays absent
+    assert _column(side / "frames", "role") == ["l"] * 3 + ["w"]
+    assert set(_column(side / "frames", "fault")) == {"KeyboardInterrupt: interrupted by the operator (Ctrl-C)"}
+
+
+def test_fault_mid_rollout_logs_the_interrupted_evaluation_rollout(tmp_path, vision_policy, capsys):
+    from hardware.interrupted import interrupted_results_path
+
+    out = tmp_path / "eval.jsonl"
+    argv = ["evaluate", "--config", "CONFIG", "--policy", str(vision_policy), "--rollouts", "2", "--out", str(out)]
+    # Rollout 1: success marked after step 3 (polls 1-5). Rollout 2 (poll 6 starts it): after its
+    # 4th step the right arm's feedback connection drops and stays down for a while.
+    script = ["c", None, None, "s", None, "c", None, None, None]
+    with emulated_config(tmp_path, time_limit_s=1.0) as (path, emus, _):
+        argv[2] = str(path)
+
+        def drop():
+            emus["right"].drop_feedback(down_s=0.6)
+            time.sleep(0.2)  # the feedback is now older than the 100 ms limit
+
+        keys = KeysWithFault(script, at=10, fault=drop)
+        assert run.main(argv, keys=keys, log=lambda m: None) == 3
+        assert keys.fired and all(_stopped_last(e) for e in emus.values())
+        err = capsys.readouterr().err
+        assert "error on the bench: SafetyStop: right arm stopped" in err and "feedback" in err
+        assert f"logged in {interrupted_results_path(out)}" in err and "repeats it" in err
+        (finished,) = map(json.loads, out.read_text().splitlines())
+        assert finished["seed"] == 0 and finished["success"]
+        (line,) = map(json.loads, interrupted_results_path(out).read_text().splitlines())
+        assert {k: line[k] for k in ("rollout", "seed", "success", "steps", "terminated_by")} == \
+               {"rollout": 1, "seed": 1, "success": False, "steps": 4, "terminated_by": "fault"}
+        assert line["time_s"] == pytest.approx(4 / 30, abs=1e-3)
+        assert line["fault"].startswith("SafetyStop: right arm stopped") and "feedback" in line["fault"]
+        assert not out.with_suffix(".summary.json").exists()
+        # The rerun repeats the interrupted rollout (same seed) once the feedback is back.
+        time.sleep(0.6)
+        assert run.main(argv, keys=ScriptedKeys(["c", None, "s"]), log=lambda m: None) == 0
+    assert [json.loads(x)["seed"] for x in out.read_text().splitlines()] == [0, 1]
+    assert json.loads(out.with_suffix(".summary.json").read_text())["episodes"] == 2
