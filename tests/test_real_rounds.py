@@ -111,3 +111,33 @@ def test_a_simulated_run_keeps_the_configuration_record_it_had_before_real_runs(
     assert "backend" not in rec and "robot_config" not in rec and rec["task"] == "usb"
     real = RPROConfig(task="usb", base="b", out="o", backend="real", robot_config="r.json").record()
     assert real["backend"] == "real" and real["robot_config"] == "r.json"
+
+
+@pytest.mark.timeout(300)
+def test_the_runner_drives_base_evaluation_and_a_method_round_on_the_robot(tmp_path, vision_base, capsys):
+    from benchmarks.run import main as run_main
+
+    base, demos = vision_base
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    rollout = ["c"] + [None] * 20  # start; no mark: the rollout runs to the time limit (12 steps)
+    keys = ScriptedKeys(rollout + rollout  # the base on ID and OOD scenes
+                        + ["c"] + [None] * 5 + ["i", "c"] + [None] * 4 + ["h"] + [None] * 30  # round 1's pair
+                        + rollout  # round 1's policy on ID scenes
+                        + ["c", None, None, "s"])  # and on OOD scenes, marked done at the 3rd step
+    teleop = ScriptedTeleoperator(np.zeros((1, 14)), relative=True)
+    argv = ["--task", "reach", "--backend", "real", "--base", str(base), "--demos", str(demos), "--methods", "rpro",
+            "--profile", "smoke", "--out", str(out), "--runs", str(runs)]
+    with emulated_config(tmp_path) as (path, _, _):
+        assert run_main([*argv, "--robot-config", str(path)], keys=keys, teleop=teleop) == 0
+    assert keys.exhausted
+    err = capsys.readouterr().err
+    assert "expert rollouts: skipped (no scripted expert on a real bench)" in err
+    res = json.loads((out / "results.json").read_text())
+    assert res["expert"] == {"skipped": "no scripted expert on a real bench"}
+    assert res["settings"]["backend"] == "real" and res["demos"] == {"root": str(demos), "episodes": 1}
+    assert {s: e["episodes"] for s, e in res["base"]["evaluation"].items()} == {"id": 1, "ood": 1}
+    assert (base.parent / "bench_eval_real_id_1.jsonl").exists()  # the real session's rollout record
+    run = res["methods"]["rpro"]["0"]
+    assert run["config"]["backend"] == "real" and run["rounds"][0]["collection"]["pairs"] == 1
+    assert run["final"]["id"]["success_rate"] == 0.0 and run["final"]["ood"]["success_rate"] == 1.0
+    assert "| scripted expert | skipped: no scripted expert on a real bench |" in (out / "report.md").read_text()
