@@ -159,8 +159,8 @@ def _real_problems(args: argparse.Namespace) -> list[str]:
     if args.backend == "sim":
         given = [opt for opt, v in (("--robot-config", args.robot_config), ("--base", args.base),
                                     ("--demos", args.demos)) if v]
-        return [f"{', '.join(given)}: only with --backend real (in simulation the runner records its demonstrations "
-                "and trains its base)"] if given else []
+        return [(f"{', '.join(given)}: only with --backend real (in simulation the runner records its demonstrations "
+                 "and trains its base)")] if given else []
     needs = []
     if not args.robot_config:
         needs.append("--robot-config FILE: the X-Trainer's configuration (the arms' addresses and firmware, the "

@@ -20,7 +20,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from flowpro.finetune import RPROConfig
@@ -59,10 +59,10 @@ class SimulatedBench:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> SimulatedBench:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -123,10 +123,10 @@ class RealBench:
         self._stack.close()
         self._session = None
 
-    def __enter__(self) -> RealBench:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _open(self, task: str, policy_dir: str | Path) -> dict[str, Any]:

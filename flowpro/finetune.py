@@ -6,11 +6,13 @@ Algorithm 2; SPEC §1, §3, §4, §6).
         --backend real --robot-config my_xtrainer.json
 
 Each round ``k``: collect pairs using the current policy (in simulation with the oracle, on the
-real X-Trainer with a human operator: :mod:`flowpro.benches`), build the tuples (:class:`~flowpro.data.PreferenceDataset`), fine-tune on batches mixed from
-``D^k_pref``, ``D^{<k}_pref`` and ``D_SFT`` (:mod:`flowpro.mixing`) against a reference frozen for
-the round (the policy at the round's start, or the SFT base with ``--reference sft``), then
-evaluate (on the real robot the operator marks each rollout's success). Everything a round makes stays under ``<out>/round_<k>/``; a finished round has
-``round.json`` and is skipped on a rerun, an unfinished one resumes from its last checkpoint.
+real X-Trainer with a human operator: :mod:`flowpro.benches`), build the tuples
+(:class:`~flowpro.data.PreferenceDataset`), fine-tune on batches mixed from ``D^k_pref``,
+``D^{<k}_pref`` and ``D_SFT`` (:mod:`flowpro.mixing`) against a reference frozen for the round
+(the policy at the round's start, or the SFT base with ``--reference sft``), then evaluate (on the
+real robot the operator marks each rollout's success). Everything a round makes stays under
+``<out>/round_<k>/``; a finished round has ``round.json`` and is skipped on a rerun, an unfinished
+one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from envs.dataset import finished_episodes
+from envs.tasks import check_split
 from flowpro.benches import RealBench, SimulatedBench, make_bench
 from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
 from flowpro.losses import get_loss, loss_terms
@@ -112,6 +115,8 @@ class RPROConfig:
             raise ValueError(f"reference must be 'previous' or 'sft', got {self.reference!r}")
         if self.rounds < 1 or self.steps < 1:
             raise ValueError(f"need rounds >= 1 and steps >= 1, got {self.rounds}, {self.steps}")
+        for split in self.eval_splits.split(","):
+            check_split(split)  # on the real bench too, where the split labels the scenes set up
         if self.backend not in ("sim", "real"):
             raise ValueError(f"backend must be 'sim' or 'real', got {self.backend!r}")
         if self.backend == "sim" and self.robot_config is not None:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from test_hardware_run import _save_still_policy, emulated_config  # the emulated bench of the session tests
 
 from envs.record import record
 from envs.xtrainer import CAMERAS
@@ -15,7 +16,6 @@ from flowpro.train import main as train_main
 from hardware.config import EXAMPLE
 from hardware.keys import ScriptedKeys
 from hardware.teleop import ScriptedTeleoperator
-from test_hardware_run import _save_still_policy, emulated_config  # the emulated bench of the session tests
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,8 @@ def test_real_settings_are_checked_before_anything_runs(tmp_path, capsys):
         cfg(backend="robot").validate()
     with pytest.raises(ValueError, match="robot_config is for backend 'real'"):
         cfg(robot_config=str(EXAMPLE)).validate()
+    with pytest.raises(ValueError, match="unknown split 'iid'"):  # a real split labels the scenes set up
+        cfg(backend="real", robot_config=str(EXAMPLE), eval_splits="id,iid").validate()
     cfg(backend="real", robot_config=str(EXAMPLE)).validate()
     with pytest.raises(ValueError, match="a 'sim' bench was given for a run with backend 'real'"):
         run_rounds(cfg(backend="real", robot_config=str(EXAMPLE)), bench=SimulatedBench())
