@@ -1,8 +1,9 @@
 """Benchmark runner: the paper's evaluation on one task.
 
-    python -m benchmarks.run --task usb [--backend sim|real] [--methods rpro,dagger,dagger_buffered,pi06star,tpo]
+    python -m benchmarks.run --task usb [--methods rpro,dagger,dagger_buffered,pi06star,tpo]
                              [--[no-]ablations] [--seeds N] [--rollouts N] [--rounds K] [--policy builtin]
                              [--profile default|paper|smoke] [--out results/usb] [--force]
+    python -m benchmarks.run --task usb --backend real --robot-config FILE (--base RUN [--demos DIR] | --demos DIR) ...
 
 Stages (each cached by content under ``--data``/``--runs``, so a second or crashed run resumes):
 
@@ -16,6 +17,14 @@ Stages (each cached by content under ``--data``/``--runs``, so a second or crash
 5. unless ``--no-ablations`` (or the smoke profile): the loss variants (SFT, DPO, DPO+SFT, PRO, RPRO), one round, ID and OOD;
 6. ``<out>/results.json`` (every rollout, seeds, configuration, versions, git commit, stage
    times) and ``<out>/report.md`` with its plots, recomputed from ``results.json`` alone.
+
+``--backend real`` runs the same stages on the X-Trainer of ``--robot-config`` with a human
+operator (:class:`flowpro.benches.RealBench`): a real bench has no scripted expert, so stage 1 is
+skipped and the demonstrations are given (``--demos``, a LeRobotDataset recorded on the bench);
+the SFT base is given (``--base``) or trained from them (a vision policy at their image size).
+Every evaluation rollout is real (the operator sets up ID or OOD scenes and marks success) and the
+pairs come from the operator's interventions. Finished work is cached as in simulation, and
+rollouts are appended as they end, so a stopped session continues where it stopped.
 """
 
 from __future__ import annotations
@@ -31,13 +40,20 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import envs  # noqa: F401
-from benchmarks.evaluate import EVAL_SEED, evaluate
+from benchmarks.evaluate import resolve_policy_dir
+from envs.dataset import finished_episodes
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
 from envs.tasks import TASKS, get_task
+from flowpro.benches import BenchStopped, RealBench, SimulatedBench
 from flowpro.train import POLICY_PRESETS, SFTConfig, train_sft
+
+if TYPE_CHECKING:
+    from hardware.keys import KeySource
+    from hardware.teleop import JointTeleoperator
 
 METHODS = ("rpro", "dagger", "dagger_buffered", "pi06star", "tpo")
 ABLATIONS = ("sft", "dpo", "dpo_sft", "pro", "rpro")
@@ -74,6 +90,7 @@ PROFILES = {
     "smoke": Profile(expert_rollouts=4, demos=2, sft_steps=20, sft_batch=16, seeds=1, rounds=1, pairs="1",
                      steps=3, batch_size=8, rollouts=1, ablations=False),
 }
+NO_EXPERT = "no scripted expert on a real bench"
 PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}  # SPEC §1, base pi0
 
 
@@ -121,30 +138,96 @@ def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: 
     return train_sft(cfg)
 
 
+def _base_dataset(base: str) -> Path | None:
+    """The dataset the base policy was trained on, as its run's ``train_config.json`` names it."""
+    train_config = resolve_policy_dir(base).parent / "train_config.json"
+    return Path(json.loads(train_config.read_text())["dataset"]) if train_config.exists() else None
+
+
+def _real_sft_profile(profile: Profile, demos: Path) -> Profile:
+    """The profile of a base trained for the real bench on real demonstrations: its (vision)
+    policy reads images of the demonstrations' size."""
+    features = json.loads((demos / "meta/info.json").read_text())["features"]
+    sizes = {tuple(f["shape"][:2]) for k, f in features.items() if k.startswith("observation.images.")}
+    if len(sizes) != 1:
+        raise ValueError(f"--demos {demos}: a base for the real bench reads camera images of one size; the dataset "
+                         f"has {sorted(sizes) or 'no images'}")
+    model = {**json.loads(profile.sft_model), "image_size": list(sizes.pop())}
+    return replace(profile, sft_model=json.dumps(model))
+
+
+def _real_problems(args: argparse.Namespace) -> list[str]:
+    """What a run on the real X-Trainer lacks, each with what to pass (none for a complete one)."""
+    if args.backend == "sim":
+        given = [opt for opt, v in (("--robot-config", args.robot_config), ("--base", args.base),
+                                    ("--demos", args.demos)) if v]
+        return [(f"{', '.join(given)}: only with --backend real (in simulation the runner records its demonstrations "
+                 "and trains its base)")] if given else []
+    needs = []
+    if not args.robot_config:
+        needs.append("--robot-config FILE: the X-Trainer's configuration (the arms' addresses and firmware, the "
+                     "grippers' serial ports and calibration, the cameras and the leader arms; see "
+                     "hardware/xtrainer.example.json)")
+    if not (args.base or args.demos):
+        needs.append("--base RUN: the SFT base policy (a vision policy; a run directory names its demonstrations), "
+                     "or --demos DIR: real demonstrations (a LeRobotDataset recorded on the bench) to train it from; "
+                     f"there is {NO_EXPERT} to record them")
+    if needs:
+        return ["--backend real needs " + "; and ".join(needs)]
+    from hardware.config import load_robot_config
+
+    problems = []
+    try:
+        load_robot_config(args.robot_config)
+    except ValueError as e:
+        problems.append(str(e))
+    demos = Path(args.demos) if args.demos else None
+    if args.base:
+        try:
+            base_demos = _base_dataset(args.base)
+        except FileNotFoundError as e:
+            return [*problems, f"--base: {e}"]
+        demos = demos or base_demos
+        if demos is None:
+            problems.append(f"--demos DIR: {args.base} has no train_config.json naming the base's demonstrations "
+                            "(D_SFT, mixed into every round's batches)")
+    if demos is not None:
+        if not (demos / "meta/info.json").exists():
+            problems.append(f"the demonstrations {demos} are not a LeRobotDataset (no meta/info.json)")
+        elif not args.base:
+            try:
+                _real_sft_profile(PROFILES[args.profile], demos)
+            except ValueError as e:
+                problems.append(str(e))
+    return problems
+
+
 def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos: Path, runs: Path, profile: Profile,
-                rounds: int) -> dict:
-    """One method (``flowpro`` with ``loss``, or a baseline) for one seed: the FlowPRO rounds, cached
-    by configuration, ID evaluated after every round and OOD after the last."""
+                rounds: int, bench: SimulatedBench | RealBench) -> dict:
+    """One method (``flowpro`` with ``loss``, or a baseline) for one seed: the FlowPRO rounds on
+    ``bench``, cached by configuration, ID evaluated after every round and OOD after the last."""
     from flowpro.finetune import RPROConfig, run_rounds
 
     cfg = RPROConfig(task=task, base=str(base), out="", rounds=rounds, method=method, loss=loss,
                      pairs=profile.pairs, steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
                      beta=profile.beta,
                      warmup=max(1, profile.steps // 10), seed=seed, eval_rollouts=profile.rollouts,
-                     eval_splits="id", save_every=max(1, profile.steps // 2), demos=str(demos))
+                     eval_splits="id", save_every=max(1, profile.steps // 2), demos=str(demos),
+                     backend=bench.backend, robot_config=bench.robot_config)
     # Round 1 of every method starts from the same base with the same seed: share its pairs.
-    collection_key = {k: asdict(cfg)[k] for k in ("task", "base", "pairs", "seed", "handback", "stall_s")}
+    collection_key = {k: v for k, v in cfg.record().items()
+                      if k in ("task", "base", "pairs", "seed", "handback", "stall_s", "backend", "robot_config")}
     cfg = replace(cfg, shared_pairs=str(runs / f"pairs_round1_{_digest(collection_key)}"))
-    key = {**asdict(cfg), "out": None}
+    key = {**cfg.record(), "out": None}
     cfg = replace(cfg, out=str(runs / f"{method}_{cfg.loss if method == 'flowpro' else ''}_r{rounds}_s{seed}_{_digest(key)}"))
-    run_rounds(cfg)
+    run_rounds(cfg, bench=bench)
     out = Path(cfg.out)
     rounds_out = [json.loads((out / f"round_{k}/round.json").read_text()) for k in range(1, rounds + 1)]
     final = rounds_out[-1]["policy"]
     evaluation = {"id": rounds_out[-1]["evaluation"]["id"]}
     cache = out / "final_eval_ood.json"
     if not cache.exists():
-        results = evaluate(task, final, list(range(EVAL_SEED, EVAL_SEED + profile.rollouts)), "ood")
+        results = bench.evaluate(task, final, "ood", profile.rollouts, out / "final_eval_ood.jsonl")
         cache.write_text(json.dumps({**summarize(results), "rollouts": results}))
     evaluation["ood"] = json.loads(cache.read_text())
     curves = []
@@ -156,16 +239,22 @@ def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos:
             curves.append({"round": r["round"], "step": [int(x["step"]) for x in rows],
                            **{k: [float(x[k]) if x.get(k) not in (None, "") else None for x in rows]
                               for k in ("loss", "r_w", "r_l", "accuracy")}})
-    return {"run_dir": str(out), "config": asdict(cfg),
+    return {"run_dir": str(out), "config": cfg.record(),
             "rounds": [{"round": r["round"], "collection": r["collection"], "tuples": r.get("tuples"),
                         "evaluation": r.get("evaluation", {}), "seconds": r["seconds"]} for r in rounds_out],
             "final": evaluation, "curves": curves}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
+         teleop: JointTeleoperator | None = None) -> int:
+    """The command line; ``keys`` and ``teleop`` replace the real bench's keyboard and leader arms."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="usb")
     ap.add_argument("--backend", default="sim", choices=("sim", "real"))
+    ap.add_argument("--robot-config", default=None, help="--backend real: the X-Trainer configuration file")
+    ap.add_argument("--base", default=None, help="--backend real: the SFT base (run or policy directory)")
+    ap.add_argument("--demos", default=None, help="--backend real: the real demonstration dataset (D_SFT; default: "
+                                                  "the base's training dataset)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
                     help="the loss variants, one round, ID and OOD (default: the profile's choice)")
@@ -201,12 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("not a JSON object")
     except ValueError as e:
         problems.append(f"--policy-model must be a JSON object of policy-config overrides: {e}")
-    if args.backend == "real":
-        problems.append("--backend real needs a configured X-Trainer: the arms' addresses and firmware, the grippers' "
-                        "serial ports and calibration, the cameras and leader arms in a robot configuration file "
-                        "(hardware/xtrainer.example.json). The runner does not drive the rounds on the robot yet: "
-                        "run the stages with `python -m benchmarks.evaluate --backend real --robot-config FILE`, "
-                        "`python -m flowpro.collect --backend real --robot-config FILE` and `python -m flowpro.train rpro`")
+    problems += _real_problems(args)
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
@@ -218,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = replace(profile, rollouts=args.rollouts or profile.rollouts)
     if args.ablations is not None:
         profile = replace(profile, ablations=args.ablations)
+    if args.backend == "real":
+        profile = replace(profile, state_only=False)  # the real bench observes no object poses
     out = Path(args.out or f"results/{task}")
     data = Path(args.data or f"data/{task}")
     runs = Path(args.runs or f"runs/{task}")
@@ -225,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": rounds, "methods": methods, "policy": args.policy,
                 "backend": args.backend, "seed": args.seed,
                 **({"policy_model": json.loads(args.policy_model)} if json.loads(args.policy_model) else {})}
+    if args.backend == "real":
+        settings.update(robot_config=args.robot_config, base=args.base, demos=args.demos)
     results_file = out / "results.json"
     if results_file.exists() and not args.force:
         previous = json.loads(results_file.read_text()).get("settings")
@@ -239,41 +327,70 @@ def main(argv: list[str] | None = None) -> int:
                      "versions": package_versions(), "machine": {"python": platform.python_version()},
                      "stage_seconds": {}}
     out.mkdir(parents=True, exist_ok=True)
+    bench = RealBench(args.robot_config, keys=keys, teleop=teleop) if args.backend == "real" else SimulatedBench()
+    try:
+        with bench:
+            _stages(args, task, methods, profile, seeds, rounds, out, data, runs, results, bench)
+    except BenchStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Profile, seeds: int, rounds: int,
+            out: Path, data: Path, runs: Path, results: dict, bench: SimulatedBench | RealBench) -> None:
+    """The benchmark's stages on ``bench``; ``<out>/results.json`` and the report at the end."""
+    results_file = out / "results.json"
+    real = args.backend == "real"
     n_stages = 5 + profile.ablations
 
     def stage(i: int, text: str) -> float:
         print(f"[{i}/{n_stages}] {text}", file=sys.stderr)
         return time.perf_counter()
 
-    t = stage(1, f"expert rollouts: {task}, {profile.expert_rollouts} per split")
-    results["expert"] = {}
-    for split in ("id", "ood"):
-        seeds_e = list(range(args.seed, args.seed + profile.expert_rollouts))
-        cache = runs / f"expert_{split}_{_digest([_model_fingerprint(task), seeds_e])}.json"
-        if not cache.exists():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(summarize(run_episodes(task, split, seeds_e))))
-        else:
-            print(f"reusing {cache}", file=sys.stderr)
-        results["expert"][split] = json.loads(cache.read_text())
-    results["stage_seconds"]["expert"] = round(time.perf_counter() - t, 1)
+    if real:
+        stage(1, f"expert rollouts: skipped ({NO_EXPERT})")
+        results["expert"] = {"skipped": NO_EXPERT}
+    else:
+        t = stage(1, f"expert rollouts: {task}, {profile.expert_rollouts} per split")
+        results["expert"] = {}
+        for split in ("id", "ood"):
+            seeds_e = list(range(args.seed, args.seed + profile.expert_rollouts))
+            cache = runs / f"expert_{split}_{_digest([_model_fingerprint(task), seeds_e])}.json"
+            if not cache.exists():
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(summarize(run_episodes(task, split, seeds_e))))
+            else:
+                print(f"reusing {cache}", file=sys.stderr)
+            results["expert"][split] = json.loads(cache.read_text())
+        results["stage_seconds"]["expert"] = round(time.perf_counter() - t, 1)
 
-    # One demonstration set per simulated model: a changed bench (e.g. its gripper) records anew.
-    demos = data / f"demos_{_model_fingerprint(task)[:10]}"
-    t = stage(2, f"SFT demonstrations -> {demos} ({profile.demos} episodes, resumable)")
-    results["demos"] = record(task, profile.demos, "id", demos, seed=args.seed)
+    if real:  # recorded on the bench beforehand (e.g. with lerobot-record and the leader arms)
+        demos = Path(args.demos) if args.demos else _base_dataset(args.base)
+        t = stage(2, f"SFT demonstrations: {demos} (real, given)")
+        results["demos"] = {"root": str(demos), "episodes": finished_episodes(demos)}
+    else:
+        # One demonstration set per simulated model: a changed bench (e.g. its gripper) records anew.
+        demos = data / f"demos_{_model_fingerprint(task)[:10]}"
+        t = stage(2, f"SFT demonstrations -> {demos} ({profile.demos} episodes, resumable)")
+        results["demos"] = record(task, profile.demos, "id", demos, seed=args.seed)
     results["stage_seconds"]["demos"] = round(time.perf_counter() - t, 1)
 
-    t = stage(3, f"SFT base policy ({profile.sft_steps} steps, {args.policy}, {'state-only' if profile.state_only and args.policy == 'builtin' else 'vision'}) "
-                 f"and its evaluation")
-    base = _stage_sft(task, demos, runs, profile, args.seed, args.policy, args.policy_model)
-    eval_seeds = list(range(EVAL_SEED, EVAL_SEED + profile.rollouts))
-    results["base"] = {"policy_dir": str(base), "train_config": json.loads((base.parent / "train_config.json").read_text()),
-                       "evaluation": {}}
+    if args.base:
+        base = resolve_policy_dir(args.base)
+        t = stage(3, f"SFT base policy {base} (given) and its evaluation")
+    else:
+        sft_profile = _real_sft_profile(profile, demos) if real else profile
+        kind = "state-only" if sft_profile.state_only and args.policy == "builtin" else "vision"
+        t = stage(3, f"SFT base policy ({profile.sft_steps} steps, {args.policy}, {kind}) and its evaluation")
+        base = _stage_sft(task, demos, runs, sft_profile, args.seed, args.policy, args.policy_model)
+    train_config = base.parent / "train_config.json"
+    results["base"] = {"policy_dir": str(base), "evaluation": {},
+                       "train_config": json.loads(train_config.read_text()) if train_config.exists() else None}
     for split in ("id", "ood"):
-        cache = base.parent / f"bench_eval_{split}_{profile.rollouts}.json"
+        cache = base.parent / f"bench_eval_{'real_' if real else ''}{split}_{profile.rollouts}.json"
         if not cache.exists():
-            rollouts = evaluate(task, base, eval_seeds, split)
+            rollouts = bench.evaluate(task, base, split, profile.rollouts, cache.with_suffix(".jsonl"))
             cache.write_text(json.dumps({**summarize(rollouts), "rollouts": rollouts}))
         results["base"]["evaluation"][split] = json.loads(cache.read_text())
     results["stage_seconds"]["sft_base"] = round(time.perf_counter() - t, 1)
@@ -284,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in methods:
         t_m = time.perf_counter()
         method, loss = ("flowpro", "rpro") if m == "rpro" else (m, "rpro")
-        results["methods"][m] = {str(s): _run_method(task, method, loss, s, base, demos, runs, profile, rounds)
+        results["methods"][m] = {str(s): _run_method(task, method, loss, s, base, demos, runs, profile, rounds, bench)
                                  for s in range(args.seed, args.seed + seeds)}
         results["stage_seconds"][f"method_{m}"] = round(time.perf_counter() - t_m, 1)
     results["stage_seconds"]["methods"] = round(time.perf_counter() - t, 1)
@@ -292,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     if profile.ablations:
         t = stage(5, f"loss ablations {', '.join(ABLATIONS)}: one round, ID and OOD")
         results["ablations"] = {loss: {str(s): _run_method(task, "flowpro", loss, s, base, demos, runs,
-                                                           profile, 1)
+                                                           profile, 1, bench)
                                        for s in range(args.seed, args.seed + seeds)}
                                 for loss in ABLATIONS}
         results["stage_seconds"]["ablations"] = round(time.perf_counter() - t, 1)
@@ -307,7 +424,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                             results["base"]["evaluation"].items()},
                       "final_id_sr": final}))
     print(f"wrote {results_file} and {out / 'report.md'}", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,17 +2,22 @@
 Algorithm 2; SPEC §1, §3, §4, §6).
 
     python -m flowpro.train rpro --task usb --base runs/usb/sft_xxx --rounds 3 --out runs/usb/rpro
+    python -m flowpro.train rpro --task usb --base runs/usb/sft_real --rounds 3 --out runs/usb/rpro_real \
+        --backend real --robot-config my_xtrainer.json
 
-Each round ``k``: collect pairs with the oracle using the current policy (:mod:`flowpro.collect`),
-build the tuples (:class:`~flowpro.data.PreferenceDataset`), fine-tune on batches mixed from
-``D^k_pref``, ``D^{<k}_pref`` and ``D_SFT`` (:mod:`flowpro.mixing`) against a reference frozen for
-the round (the policy at the round's start, or the SFT base with ``--reference sft``), then
-evaluate. Everything a round makes stays under ``<out>/round_<k>/``; a finished round has
-``round.json`` and is skipped on a rerun, an unfinished one resumes from its last checkpoint.
+Each round ``k``: collect pairs using the current policy (in simulation with the oracle, on the
+real X-Trainer with a human operator: :mod:`flowpro.benches`), build the tuples
+(:class:`~flowpro.data.PreferenceDataset`), fine-tune on batches mixed from ``D^k_pref``,
+``D^{<k}_pref`` and ``D_SFT`` (:mod:`flowpro.mixing`) against a reference frozen for the round
+(the policy at the round's start, or the SFT base with ``--reference sft``), then evaluate (on the
+real robot the operator marks each rollout's success). Everything a round makes stays under
+``<out>/round_<k>/``; a finished round has ``round.json`` and is skipped on a rerun, an unfinished
+one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -30,6 +35,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from envs.dataset import finished_episodes
+from envs.tasks import check_split
+from flowpro.benches import RealBench, SimulatedBench, make_bench
 from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
 from flowpro.losses import get_loss, loss_terms
 from flowpro.mixing import CURRENT, PREVIOUS, SFT, MixingSampler, round_ratios
@@ -75,10 +82,25 @@ class RPROConfig:
     shared_pairs: str | None = None  # a cache of round-1 pairs for runs from the same base, seed and oracle
     cfg_weight: float = 1.0  # pi06star: classifier-free guidance weight at inference (1 = plain conditional)
     tpo_states: int = 8  # tpo: states sub-sampled per trajectory for the trajectory-summed reward
+    backend: str = "sim"  # sim | real: the X-Trainer of robot_config with a human operator (flowpro.benches)
+    robot_config: str | None = None  # backend real: the robot configuration file (hardware/config.py)
 
     def pairs_in_round(self, k: int) -> int:
         counts = [int(x) for x in self.pairs.split(",")]
         return counts[min(k, len(counts)) - 1]
+
+    def collection_seed(self, k: int) -> int:
+        """The first rollout seed of round ``k``'s collection."""
+        return 100_000 * (self.seed + 1) + 10_000 * k
+
+    def record(self) -> dict[str, Any]:
+        """The configuration as ``config.json`` holds it and the benchmark runner hashes it. A
+        simulated run leaves the real-bench fields out, so runs made before they existed keep
+        their identity (a rerun resumes them, the runner's caches stay valid)."""
+        out = asdict(self)
+        if self.backend == "sim":
+            del out["backend"], out["robot_config"]
+        return out
 
     def __post_init__(self) -> None:
         if self.lr_min is None:
@@ -93,6 +115,20 @@ class RPROConfig:
             raise ValueError(f"reference must be 'previous' or 'sft', got {self.reference!r}")
         if self.rounds < 1 or self.steps < 1:
             raise ValueError(f"need rounds >= 1 and steps >= 1, got {self.rounds}, {self.steps}")
+        for split in self.eval_splits.split(","):
+            check_split(split)  # on the real bench too, where the split labels the scenes set up
+        if self.backend not in ("sim", "real"):
+            raise ValueError(f"backend must be 'sim' or 'real', got {self.backend!r}")
+        if self.backend == "sim" and self.robot_config is not None:
+            raise ValueError("robot_config is for backend 'real' (pass --backend real to run on the X-Trainer)")
+        if self.backend == "real":
+            if not self.robot_config:
+                raise ValueError("backend 'real' needs robot_config: the X-Trainer's configuration file (the arms' "
+                                 "addresses, the grippers' serial ports and calibration, the cameras and the leader "
+                                 "arms; see hardware/xtrainer.example.json)")
+            from hardware.config import load_robot_config
+
+            load_robot_config(self.robot_config)  # names every missing or invalid field
 
 
 class RewardHacking(RuntimeError):
@@ -328,13 +364,22 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
-    """Paper Algorithm 2: ``cfg.rounds`` rounds of collect -> tuples -> fine-tune -> evaluate."""
-    from benchmarks.evaluate import EVAL_SEED, evaluate, resolve_policy_dir
-    from envs.expert_eval import summarize
-    from flowpro.collect import collect
-
+def run_rounds(cfg: RPROConfig, progress: bool = True, bench: SimulatedBench | RealBench | None = None) -> dict:
+    """Paper Algorithm 2: ``cfg.rounds`` rounds of collect -> tuples -> fine-tune -> evaluate, on
+    ``bench`` (default: the bench of ``cfg.backend``, opened and closed here)."""
     cfg.validate()
+    if bench is not None and bench.backend != cfg.backend:
+        raise ValueError(f"a {bench.backend!r} bench was given for a run with backend {cfg.backend!r}")
+    with contextlib.ExitStack() as stack:
+        if bench is None:
+            bench = stack.enter_context(make_bench(cfg, progress))
+        return _run_rounds(cfg, bench, progress)
+
+
+def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bool) -> dict:
+    from benchmarks.evaluate import resolve_policy_dir
+    from envs.expert_eval import summarize
+
     out = Path(cfg.out)
     base_dir = resolve_policy_dir(cfg.base)
     base_cfg_file = base_dir.parent / "train_config.json"
@@ -342,7 +387,7 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
     if demos is None:
         raise ValueError(f"no --demos given and {base_cfg_file} does not name the SFT dataset")
     out.mkdir(parents=True, exist_ok=True)
-    record = {"config": asdict(cfg), "versions": package_versions(), "base_policy": str(base_dir), "demos": demos}
+    record = {"config": cfg.record(), "versions": package_versions(), "base_policy": str(base_dir), "demos": demos}
     config_file = out / "config.json"
     if config_file.exists() and json.loads(config_file.read_text())["config"] != record["config"]:
         raise ValueError(f"{out} holds a run with a different configuration; choose another --out")
@@ -383,8 +428,7 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
         if shared is not None and finished_episodes(shared) >= cfg.pairs_in_round(k) and not (rdir / "pairs").exists():
             # Round 1 starts from the same base for every method: the same pairs, collected once.
             shutil.copytree(shared, rdir / "pairs")
-        coll = collect(cfg.task, policy_dir, cfg.pairs_in_round(k), k, rdir / "pairs", seed=100_000 * (cfg.seed + 1) + 10_000 * k,
-                       workers=cfg.workers, operator_kwargs={"handback": cfg.handback, "stall_s": cfg.stall_s}, progress=progress)
+        coll = bench.collect(cfg, policy_dir, k, rdir / "pairs")
         if shared is not None and not shared.exists() and coll["pairs"] >= cfg.pairs_in_round(k):
             tmp = shared.with_name(shared.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -416,8 +460,8 @@ def run_rounds(cfg: RPROConfig, progress: bool = True) -> dict:
         if cfg.eval_rollouts:
             row["evaluation"] = {}
             for split in cfg.eval_splits.split(","):
-                seeds = list(range(EVAL_SEED, EVAL_SEED + cfg.eval_rollouts))
-                results = evaluate(cfg.task, policy_dir, seeds, split, cfg.workers)
+                results = bench.evaluate(cfg.task, policy_dir, split, cfg.eval_rollouts, rdir / f"eval_{split}.jsonl",
+                                         cfg.workers)
                 row["evaluation"][split] = {**summarize(results), "rollouts": results}
                 print(f"[round {k}/{cfg.rounds}] {split}: SR {row['evaluation'][split]['success_rate']:.2f}",
                       file=sys.stderr)

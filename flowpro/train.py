@@ -2,6 +2,7 @@
 
     python -m flowpro.train sft --task usb --dataset data/usb/demos --out runs/usb_sft
     python -m flowpro.train rpro --task usb --base runs/usb_sft --rounds 3 --out runs/usb_rpro
+    python -m flowpro.train rpro ... --backend real --robot-config my_xtrainer.json   (the rounds on the X-Trainer)
 
 Stage 1 (SFT): flow-matching regression on demonstrations (paper Eq. 3 averaged over the
 batch). AdamW, linear warm-up then cosine decay, seeded; metrics to ``metrics.csv`` (and
@@ -195,6 +196,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls, required: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flowpro.benches import BenchStopped
     from flowpro.finetune import RPROConfig, run_rounds
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BenchStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 3
     print(json.dumps(result))
     return 0
 

@@ -66,8 +66,34 @@ def test_runner_rejects_bad_names_and_an_unconfigured_robot(capsys):
     assert "valid policies" in capsys.readouterr().err
     assert main(["--task", "usb", "--policy", "smolvla", "--policy-model", "[1]"]) == 2
     assert "--policy-model must be a JSON object" in capsys.readouterr().err
+
+
+def test_runner_says_what_a_real_run_needs(tmp_path, capsys):
+    from hardware.config import EXAMPLE
+
     assert main(["--task", "usb", "--backend", "real"]) == 2
-    assert "needs a configured X-Trainer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--backend real needs --robot-config FILE" in err and "xtrainer.example.json" in err
+    assert "--base RUN: the SFT base policy" in err and "or --demos DIR: real demonstrations" in err
+    assert "no scripted expert on a real bench" in err
+    # A config that does not load and a base that is not a policy: both named.
+    assert main(["--task", "usb", "--backend", "real", "--robot-config", str(tmp_path / "none.json"),
+                 "--base", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--base: no policy checkpoint" in err
+    # A bare policy directory does not say which demonstrations trained it.
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "config.json").write_text("{}")
+    (policy / "model.safetensors").write_bytes(b"")
+    assert main(["--task", "usb", "--backend", "real", "--robot-config", str(EXAMPLE), "--base", str(policy)]) == 2
+    assert "--demos DIR: " in capsys.readouterr().err
+    assert main(["--task", "usb", "--backend", "real", "--robot-config", str(EXAMPLE), "--demos", str(tmp_path)]) == 2
+    assert "are not a LeRobotDataset (no meta/info.json)" in capsys.readouterr().err
+    # The real-bench options are refused in simulation rather than ignored.
+    assert main(["--task", "usb", "--base", str(policy)]) == 2
+    assert "--base: only with --backend real" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
 
 
 def test_real_backend_entry_points_say_what_to_configure(capsys):

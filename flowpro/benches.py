@@ -1,0 +1,172 @@
+"""Where the FlowPRO rounds run: in simulation or on the real X-Trainer (SPEC §1, §8).
+
+A round collects intervention-and-rollback pairs with the current policy and evaluates the
+fine-tuned one; :func:`flowpro.finetune.run_rounds` asks a bench for both and does everything
+else (tuples, buffers, fine-tuning, resuming) the same way on either:
+
+- :class:`SimulatedBench`: the scripted oracle collects in parallel rollouts
+  (:func:`flowpro.collect.collect`), evaluation runs on the task's ID/OOD scenes
+  (:func:`benchmarks.evaluate.evaluate`).
+- :class:`RealBench`: a human operator collects on the robot (:func:`hardware.run.collect_real`:
+  keys to intervene and choose the rollback, the leader arms for the correction) and marks each
+  evaluation rollout's success (:func:`hardware.run.evaluate_real`). The split of a real
+  evaluation is a label: the operator sets up in- or out-of-distribution scenes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from flowpro.finetune import RPROConfig
+    from hardware.keys import KeySource
+    from hardware.teleop import JointTeleoperator
+
+
+class BenchStopped(RuntimeError):
+    """A real session stopped before its work was done (the operator ended it, or the bench
+    faulted); what was finished is on disk and rerunning the same command continues."""
+
+
+class SimulatedBench:
+    """The simulator: the oracle collects, evaluation rollouts run in parallel."""
+
+    backend = "sim"
+    robot_config = None
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+
+    def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict:
+        from flowpro.collect import collect
+
+        return collect(cfg.task, policy_dir, cfg.pairs_in_round(round_k), round_k, root,
+                       seed=cfg.collection_seed(round_k), workers=cfg.workers,
+                       operator_kwargs={"handback": cfg.handback, "stall_s": cfg.stall_s}, progress=self.progress)
+
+    def evaluate(self, task: str, policy_dir: str | Path, split: str, rollouts: int, record: Path,
+                 workers: int | None = None) -> list[dict]:
+        """``rollouts`` rollouts on seeds ``EVAL_SEED, EVAL_SEED + 1, ...`` (``record`` is for real sessions)."""
+        from benchmarks.evaluate import EVAL_SEED, evaluate
+
+        return evaluate(task, policy_dir, list(range(EVAL_SEED, EVAL_SEED + rollouts)), split, workers)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RealBench:
+    """The real X-Trainer of a robot configuration file, driven by a human operator.
+
+    One connection to the robot and one keyboard (with the space bar as emergency stop) serve
+    every session of a run: collecting, evaluating, and the rounds and methods in between. They
+    open at the first session, so a rerun of finished rounds never connects, and stay open while
+    a policy fine-tunes, the arms paused at home (two stdin readers would split the operator's
+    keys between them). ``keys`` and ``teleop`` replace the keyboard and the leader arms (tests,
+    other front ends)."""
+
+    backend = "real"
+
+    def __init__(self, robot_config: str | Path, *, keys: KeySource | None = None,
+                 teleop: JointTeleoperator | None = None):
+        from hardware.config import load_robot_config
+
+        self.robot_config = str(robot_config)
+        self.robot = load_robot_config(robot_config)
+        self.keys, self.teleop = keys, teleop
+        self._stack = contextlib.ExitStack()
+        self._session: tuple[Any, Any, tuple[int, int] | None] | None = None  # backend, keys, image size
+
+    def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict:
+        from hardware.run import collect_real
+
+        pairs = cfg.pairs_in_round(round_k)
+        max_rollouts = 20 * pairs  # as in simulation: a policy that no longer fails gives no pairs
+        with self._faults():
+            out = collect_real(self.robot, policy_dir, pairs, round_k, root, task=cfg.task,
+                               seed=cfg.collection_seed(round_k), teleop=self.teleop, max_rollouts=max_rollouts,
+                               **self._open(cfg.task, policy_dir))
+        if out["pairs"] < pairs and out.get("rollouts", 0) < max_rollouts:
+            raise BenchStopped(f"the operator ended the session with {out['pairs']} of {pairs} pairs in {root}; "
+                               "run the same command again to continue")
+        return out
+
+    def evaluate(self, task: str, policy_dir: str | Path, split: str, rollouts: int, record: Path,
+                 workers: int | None = None) -> list[dict]:
+        """``rollouts`` rollouts (seeds ``EVAL_SEED, ...`` seed the policy's noise), each appended to
+        ``record`` (JSON lines) as it ends, so an interrupted evaluation continues where it stopped."""
+        from benchmarks.evaluate import EVAL_SEED
+        from hardware.run import evaluate_real
+
+        print(f"[bench] evaluating {policy_dir}: {rollouts} rollout(s) of split {split!r}; set up "
+              f"{'out-of-distribution' if split == 'ood' else 'in-distribution'} scenes", file=sys.stderr, flush=True)
+        with self._faults():
+            results = evaluate_real(self.robot, policy_dir, rollouts, record, task=task, seed=EVAL_SEED,
+                                    **self._open(task, policy_dir))
+        if len(results) < rollouts:
+            raise BenchStopped(f"the operator ended the session with {len(results)} of {rollouts} rollouts in "
+                               f"{record}; run the same command again to continue")
+        return results[:rollouts]
+
+    def close(self) -> None:
+        self._stack.close()
+        self._session = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self, task: str, policy_dir: str | Path) -> dict[str, Any]:
+        """``backend`` and ``keys`` for :mod:`hardware.run`'s sessions, connected on first use."""
+        from benchmarks.evaluate import resolve_policy_dir
+        from envs.tasks import get_task
+        from hardware.run import bench_session
+
+        policy = json.loads((resolve_policy_dir(policy_dir) / "config.json").read_text())
+        image_size = tuple(policy["image_size"]) if self.robot.cameras else None
+        if self._session is None:
+            # The sessions set the task's instruction and time limit on the backend themselves.
+            time_limit_s = self.robot.time_limit_s or get_task(task).time_limit_s
+            backend, keys = self._stack.enter_context(bench_session(self.robot, image_size, task, time_limit_s,
+                                                                    self.keys))
+            self._session = backend, keys, image_size
+        backend, keys, opened_size = self._session
+        if image_size != opened_size:
+            raise ValueError(f"{policy_dir} reads {image_size} images but the cameras were opened at "
+                             f"{opened_size} for an earlier policy of this run")
+        return {"backend": backend, "keys": keys}
+
+    @contextlib.contextmanager
+    def _faults(self) -> Iterator[None]:
+        """A fault of the bench stops the run with what to do next (the work done is saved)."""
+        from hardware.cameras import CameraError
+        from hardware.dobot_protocol import DobotError
+        from hardware.feetech import FeetechError
+        from hardware.safety import SafetyError
+
+        try:
+            yield
+        except (SafetyError, DobotError, FeetechError, CameraError, TimeoutError) as e:
+            raise BenchStopped(f"error on the bench: {type(e).__name__}: {e}; what was finished is saved: check "
+                               "the bench and run the same command again to continue") from e
+
+
+def make_bench(cfg: RPROConfig, progress: bool = True, *, keys: KeySource | None = None,
+               teleop: JointTeleoperator | None = None) -> SimulatedBench | RealBench:
+    """The bench of ``cfg.backend`` (``keys``/``teleop`` replace the real bench's keyboard and leader arms)."""
+    if cfg.backend == "real":
+        return RealBench(cfg.robot_config, keys=keys, teleop=teleop)
+    return SimulatedBench(progress)
