@@ -57,7 +57,7 @@ def test_runner_trains_and_fine_tunes_a_lerobot_smolvla_base(tmp_path):
     assert type(final).__name__ == "SmolVLAAdapter" and final.config.relative_actions
 
 
-def test_runner_rejects_bad_names_and_an_unconfigured_robot(capsys):
+def test_runner_rejects_bad_names(capsys):
     assert main(["--task", "pack"]) == 2
     assert "valid tasks: reach, usb" in capsys.readouterr().err
     assert main(["--task", "usb", "--methods", "rpro,ppo"]) == 2
