@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import envs  # noqa: F401
 from benchmarks.evaluate import resolve_policy_dir
-from envs.dataset import finished_episodes
+from envs.dataset import MARKER, finished_episodes
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
 from envs.tasks import TASKS, get_task
@@ -129,7 +129,11 @@ def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: 
     cfg = SFTConfig(task=task, dataset=str(demos_root), out="", policy=policy,
                     state_only=profile.state_only and policy == "builtin", steps=profile.sft_steps,
                     batch_size=profile.sft_batch, seed=seed, save_every=max(1, profile.sft_steps // 8), model=model)
-    key = {**asdict(cfg), "out": None, "dataset": None, "dataset_episodes": info["total_episodes"]}
+    # Named by what the data are, not where they lie: the episode count and the simulated model
+    # that recorded them (datasets from before model fingerprints were recorded have none).
+    marker = json.loads((demos_root / MARKER).read_text()) if (demos_root / MARKER).exists() else {}
+    key = {**asdict(cfg), "out": None, "dataset": None, "dataset_episodes": info["total_episodes"],
+           **({"dataset_model": marker["model_fingerprint"]} if "model_fingerprint" in marker else {})}
     cfg.out = str(runs / f"sft_{_digest(key)}")
     policy_dir = Path(cfg.out) / "policy"
     if policy_dir.exists():

@@ -108,3 +108,25 @@ def test_real_backend_entry_points_say_what_to_configure(capsys):
     assert evaluate_main(["--task", "usb", "--policy", "x", "--backend", "real", "--robot-config", "/no/such.json",
                           "--out", "unused.jsonl"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_sft_base_is_retrained_for_demos_of_another_simulated_model(tmp_path):
+    """The base's cache key names the model that recorded the demos, not only their count: a
+    changed bench (e.g. its gripper) must not reuse a base trained on the old one."""
+    import shutil
+
+    from benchmarks.run import PROFILES, _stage_sft
+    from envs.dataset import MARKER
+    from envs.record import record
+
+    demos = tmp_path / "demos_a"
+    record("reach", 2, "id", demos, obs_mode="state", progress=False)
+    other = tmp_path / "demos_b"
+    shutil.copytree(demos, other)
+    marker = json.loads((other / MARKER).read_text())
+    marker["model_fingerprint"] = "another-model"
+    (other / MARKER).write_text(json.dumps(marker))
+    smoke = PROFILES["smoke"]
+    a = _stage_sft("reach", demos, tmp_path / "runs", smoke, 0)
+    assert _stage_sft("reach", demos, tmp_path / "runs", smoke, 0) == a  # same data: reused
+    assert _stage_sft("reach", other, tmp_path / "runs", smoke, 0) != a
