@@ -14,7 +14,8 @@
   also reachable as ``hardware.XTrainerRobot`` / ``hardware.XTrainerLeader`` (imported on first use), which
   is where LeRobot's ``make_robot_from_config`` looks for them.
 - :mod:`hardware.emulator` (``python -m hardware.emulator``) and :mod:`hardware.feetech_emulator`:
-  both controllers on loopback and the grippers on pseudo-terminals, with fault injection.
+  both controllers on loopback and the grippers on pseudo-terminals, with fault injection, moving the
+  arms and fingers of the simulator's MuJoCo model (:mod:`hardware.bench_physics`, stepped in real time).
 - :mod:`hardware.config`: the robot configuration file (arms, grippers, cameras, leader arms, safety
   overrides; ``xtrainer.example.json`` matches the emulator) and ``make_backend`` / ``make_leader``.
 - :mod:`hardware.run` (``python -m hardware.run evaluate|collect``): policy evaluation and
