@@ -42,6 +42,8 @@ class FeetechServoEmulator:
         if arm is None and servo_id not in arms_by_id:
             raise ValueError(f"servo {servo_id} is no X-Trainer gripper ID {ft.GRIPPER_IDS}: say which arm it is on")
         self.servo_id, self.arm = servo_id, arm or arms_by_id[servo_id]
+        if self.arm not in ft.GRIPPER_IDS:
+            raise ValueError(f"unknown arm {self.arm!r} for servo {servo_id}; valid: {', '.join(ft.GRIPPER_IDS)}")
         self.cal = calibration or ft.DEFAULT_CALIBRATION[self.arm]
         self.physics = physics or BenchPhysics()
         # Force at 100 % torque: the model's finger force limit is the gripper at 30 % (SPEC §8).
@@ -113,7 +115,8 @@ class FeetechServoEmulator:
         return self.cal.opening(ticks) * FINGER_TRAVEL_M
 
     def _ticks(self, opening_m: float) -> int:
-        return round(self.cal.closed_ticks + opening_m / FINGER_TRAVEL_M * (self.cal.open_ticks - self.cal.closed_ticks))
+        cal = self.cal
+        return round(cal.closed_ticks + opening_m / FINGER_TRAVEL_M * (cal.open_ticks - cal.closed_ticks))
 
     def _update(self) -> None:
         """Present position and load from the model, stepped up to now."""
