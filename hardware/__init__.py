@@ -15,7 +15,8 @@
   is where LeRobot's ``make_robot_from_config`` looks for them; the plugin package ``lerobot_robot_xtrainer``
   (this project's distribution name) makes ``lerobot-record`` / ``lerobot-teleoperate`` find them.
 - :mod:`hardware.emulator` (``python -m hardware.emulator``) and :mod:`hardware.feetech_emulator`:
-  both controllers on loopback and the grippers on pseudo-terminals, with fault injection.
+  both controllers on loopback and the grippers on pseudo-terminals, with fault injection, moving the
+  arms and fingers of the simulator's MuJoCo model (:mod:`hardware.bench_physics`, stepped in real time).
 - :mod:`hardware.config`: the robot configuration file (arms, grippers, cameras, leader arms, safety
   overrides; ``xtrainer.example.json`` matches the emulator) and ``make_backend`` / ``make_leader``.
 - :mod:`hardware.run` (``python -m hardware.run evaluate|collect``): policy evaluation and

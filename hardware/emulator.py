@@ -6,18 +6,25 @@ left arm on 127.0.0.1 and the right arm on 127.0.0.2, each on the standard ports
 flavour (V3 | V4) are configurable. V4 firmware takes dashboard *and* motion commands on 29999;
 its feedback stays on 30004 as in Dobot's V4 SDK.
 
-**Joint model**: a kinematic joint integrator, not the MuJoCo model. ``ServoJ(q, t=...)`` moves the
-joint target linearly from the current target to ``q`` over ``t`` seconds (as the controller's
-servo interpolator does); the measured joints follow the target with a first-order lag
-(``tau_s``) under a joint speed cap. The tool vector comes from the DH forward kinematics of
-:mod:`envs.kinematics`, from which the MuJoCo model is built, so ToolVectorActual agrees with
-the simulator's tool site. Feedback packets are pushed every 8 ms.
+**Arm model**: the simulator's MuJoCo model of the bench (:mod:`hardware.bench_physics`), both
+arms in one model stepped in real time. ``ServoJ(q, t=...)`` moves the servo target linearly from
+the current target to ``q`` over ``t`` seconds (as the controller's servo interpolator does), under
+a joint speed cap; that target is the ctrl of the arm's joint position servos at every physics
+step. QActual, QDActual, ToolVectorActual and ActualQuaternion come from the model's joints, joint
+velocities and flange pose (with the tool of ``SetTool``/``Tool``); QTarget is the servo target,
+ToolVectorTarget its DH forward kinematics (:mod:`envs.kinematics`, from which the model is built).
+The arm therefore lags, overshoots slightly and couples between joints exactly as the simulated
+arm does, and sags ≈ 0.002° under the fingers' weight (the model's servos have no integral term).
+Feedback packets are pushed every 8 ms; their TimeStamp is the time of the state they carry.
+An :class:`ArmEmulator` made on its own gets a bench model of its own; :class:`XTrainerEmulator`
+runs both arms (and, on request, both grippers) on one.
 
 **Controller behaviour emulated**: RobotMode 4 (disabled) at power-on, ``EnableRobot`` → 5,
-7 while moving, 9 on an alarm; ``ClearError`` → 4, so ``EnableRobot`` must follow. A ServoJ
-target jumping more than ``max_servo_jump_deg`` from the current target raises an alarm (the
-real controller's following error); joint-limit violations are refused with −4000N. Commands are
-case-insensitive; unknown ones get −10000, wrong parameter counts −20000.
+7 while moving (until the joints settle within :data:`SETTLED_DEG` of the target), 9 on an
+alarm; ``ClearError`` → 4, so ``EnableRobot`` must follow. A ServoJ target jumping more than
+``max_servo_jump_deg`` from the current target raises an alarm (the real controller's following
+error); joint-limit violations are refused with −4000N. Commands are case-insensitive; unknown
+ones get −10000, wrong parameter counts −20000.
 
 **Fault injection** (:class:`Faults`, mutable while running, and :meth:`ArmEmulator.inject_error`,
 :meth:`ArmEmulator.drop_feedback`): error mode (RobotMode 9), dropped feedback connections,
@@ -25,9 +32,10 @@ a paused (stale) feedback stream, packets with a wrong test value, delayed, malf
 replies, and feedback packets split across TCP segments.
 
 The command line also emulates both Feetech grippers (IDs 21 / 22), each on its own
-pseudo-terminal (:mod:`hardware.feetech_emulator`), prints the paths to open and links them under
-stable names (``--gripper-links``, default :data:`GRIPPER_LINK_DIR`: ``gripper_left``,
-``gripper_right``), which is where ``hardware/xtrainer.example.json`` looks for them.
+pseudo-terminal (:mod:`hardware.feetech_emulator`) and driving the fingers of the same model,
+prints the paths to open and links them under stable names (``--gripper-links``, default
+:data:`GRIPPER_LINK_DIR`: ``gripper_left``, ``gripper_right``), which is where
+``hardware/xtrainer.example.json`` looks for them.
 """
 
 from __future__ import annotations
@@ -47,12 +55,17 @@ from pathlib import Path
 import numpy as np
 
 from envs.kinematics import ARM_SPECS, forward_kinematics
-from envs.xtrainer import HOME_DEG
+from envs.xtrainer import HOME_DEG, BenchConfig
 from hardware import dobot_protocol as dp
+from hardware.bench_physics import BenchPhysics
 from hardware.feetech import GRIPPER_IDS
 from hardware.feetech_emulator import FeetechServoEmulator
 
 FEEDBACK_PERIOD_S = 0.008
+# RobotMode 7 -> 5 once the joints are this close to a finished target and nearly still. The
+# model's servos hold a static error of ~0.002 deg under the fingers' weight, so the bar sits above it.
+SETTLED_DEG = 0.01
+SETTLED_DEG_S = 1.0
 DEFAULT_HOSTS = {"left": "127.0.0.1", "right": "127.0.0.2"}
 GRIPPER_LINK_DIR = Path(tempfile.gettempdir()) / "xtrainer-emulator"  # <dir>/gripper_<arm> -> the gripper's pty
 
@@ -72,11 +85,9 @@ class Faults:
 
 @dataclass
 class ArmState:
-    """The emulated controller's state (angles in degrees)."""
+    """The emulated controller's state (angles in degrees); the measured joints live in the model."""
 
-    q_actual: np.ndarray
-    q_target: np.ndarray
-    qd_actual: np.ndarray = field(default_factory=lambda: np.zeros(6))
+    q_target: np.ndarray  # the servo target: the ctrl of the arm's joint servos
     seg_from: np.ndarray | None = None
     seg_to: np.ndarray | None = None
     seg_start_s: float = 0.0
@@ -111,26 +122,37 @@ def quaternion_wxyz(R: np.ndarray) -> np.ndarray:
 class ArmEmulator:
     """One Dobot controller on loopback: dashboard, motion (V3) and feedback servers.
 
-    Ports of 0 pick free ports; :attr:`ports` holds the bound ones after :meth:`start`.
+    Ports of 0 pick free ports; :attr:`ports` holds the bound ones after :meth:`start`. The arm
+    moves in ``physics`` (shared with the other arm and the grippers); without one it gets a bench
+    model of its own. ``max_speed_deg_s`` caps how fast the servo target moves (the controller's
+    joint speed limit) and is the 100 % speed of ``JointMovJ``.
     """
 
     def __init__(self, arm: str = "left", host: str | None = None, *, firmware: str = "V3",
                  dashboard_port: int = dp.DASHBOARD_PORT, motion_port: int = dp.MOTION_PORT,
                  feedback_port: int = dp.FEEDBACK_PORT, model: str = "nova2",
-                 q0_deg: np.ndarray | None = None, max_speed_deg_s: float = 180.0, tau_s: float = 0.015,
+                 q0_deg: np.ndarray | None = None, max_speed_deg_s: float = 180.0,
                  max_servo_jump_deg: float = 60.0, servoj_replies: bool = False,
-                 feedback_period_s: float = FEEDBACK_PERIOD_S, faults: Faults | None = None):
+                 feedback_period_s: float = FEEDBACK_PERIOD_S, faults: Faults | None = None,
+                 physics: BenchPhysics | None = None):
         if firmware not in dp.FIRMWARES:
             raise ValueError(f"firmware must be one of {dp.FIRMWARES}, got {firmware!r}")
+        if model not in ARM_SPECS:
+            raise ValueError(f"unknown arm model {model!r}; valid: {sorted(ARM_SPECS)}")
+        self.physics = physics or BenchPhysics(BenchConfig(arm=model))
+        if self.physics.cfg.arm != model:
+            raise ValueError(f"{arm} arm emulates a {model} but the bench model holds {self.physics.cfg.arm} arms")
         self.arm, self.host, self.firmware = arm, host or DEFAULT_HOSTS.get(arm, "127.0.0.1"), firmware
         self.spec = ARM_SPECS[model]
         self.limits_deg = np.array(self.spec.limits_deg, dtype=float)
         q0 = np.array(HOME_DEG[arm] if q0_deg is None else q0_deg, dtype=float)
-        self.state = ArmState(q_actual=q0.copy(), q_target=q0.copy())
-        self.max_speed, self.tau, self.max_jump = max_speed_deg_s, tau_s, max_servo_jump_deg
+        self.state = ArmState(q_target=q0.copy())
+        self.max_speed, self.max_jump = max_speed_deg_s, max_servo_jump_deg
         self.servoj_replies, self.period = servoj_replies, feedback_period_s
         self.faults = faults or Faults()
-        self.lock = threading.RLock()
+        self.lock = self.physics.lock  # one lock for the whole bench: the physics calls back into this arm
+        self.physics.drive_arm(arm, self._servo_target)  # refused if the arm has a controller already
+        self.physics.place_arm(arm, np.deg2rad(q0))
         self._want = {"dashboard": dashboard_port, "feedback": feedback_port}
         if firmware == "V3":
             self._want["motion"] = motion_port
@@ -168,6 +190,7 @@ class ArmEmulator:
                     _close(c)
         for t in self._threads:
             t.join(timeout=2.0)
+        self.physics.drive_arm(self.arm, None)  # the servos hold their last target
 
     def __enter__(self) -> ArmEmulator:
         return self.start()
@@ -184,6 +207,7 @@ class ArmEmulator:
     def inject_error(self, code: int = 1) -> None:
         """Put the controller in error mode (RobotMode 9), stopping any motion."""
         with self.lock:
+            self._advance()
             self.state.mode, self.state.error_code = dp.MODE_ERROR, code
             self._halt()
 
@@ -194,6 +218,21 @@ class ArmEmulator:
             conns, self._conns["feedback"] = self._conns["feedback"], []
         for c in conns:
             _close(c)
+
+    def place(self, q_deg: np.ndarray) -> None:
+        """Put the arm at rest at joints ``q_deg`` with its servo target there (a person moved it,
+        e.g. a leader arm; or a test starts elsewhere); a motion in progress is dropped."""
+        with self.lock:
+            q = np.array(q_deg, dtype=float)
+            self.physics.place_arm(self.arm, np.deg2rad(q))
+            self.state.seg_from = self.state.seg_to = None
+            self.state.q_target = q.copy()
+
+    def joints_deg(self) -> np.ndarray:
+        """The measured joints now (degrees)."""
+        with self.lock:
+            self._advance()
+            return self._measured()[0]
 
     def drop_commands(self) -> None:
         """Close every dashboard and motion connection."""
@@ -275,6 +314,7 @@ class ArmEmulator:
         if handler is None:
             return dp.format_reply(-10000, [], item.text)
         with self.lock:
+            self._advance()  # the state up to now belongs to the previous command
             error_id, values = handler(item)
         if name == "servoj" and not self.servoj_replies:
             return None
@@ -364,10 +404,10 @@ class ArmEmulator:
         return 0, [self.state.mode]
 
     def _cmd_getangle(self, c):
-        return 0, [float(v) for v in self.state.q_actual]
+        return 0, [float(v) for v in self._measured()[0]]
 
     def _cmd_getpose(self, c):
-        return 0, [float(v) for v in self._tool_vector(self.state.q_actual)]
+        return 0, [float(v) for v in tool_vector(self._tool_pose())]
 
     def _cmd_geterrorid(self, c):
         return 0, [self.state.error_code]
@@ -410,7 +450,7 @@ class ArmEmulator:
             return -2, []
         if s.mode not in (dp.MODE_ENABLED, dp.MODE_RUNNING):
             return -1, []
-        now = time.monotonic()
+        now = self.physics.clock()
         current = self._segment_target(now)
         if check_jump and np.max(np.abs(q - current)) > self.max_jump:
             self.inject_error(code=22)  # the real controller alarms on a servo jump
@@ -421,53 +461,81 @@ class ArmEmulator:
 
     # ------------------------------------------------------------------ joint model
     def _halt(self) -> None:
+        """Stop where the arm is: the servo target becomes the measured joints (bench synced by the caller)."""
         s = self.state
         s.seg_from = s.seg_to = None
-        s.q_target = s.q_actual.copy()
+        s.q_target = self._measured()[0]
 
     def _segment_target(self, now: float) -> np.ndarray:
         s = self.state
         if s.seg_to is None:
             return s.q_target.copy()
-        alpha = min(1.0, (now - s.seg_start_s) / s.seg_duration_s)
-        return s.seg_from + alpha * (s.seg_to - s.seg_from)
+        alpha = (now - s.seg_start_s) / s.seg_duration_s
+        if alpha >= 1.0:
+            return s.seg_to.copy()  # exactly: the speed cap then lands the servo target on it
+        return s.seg_from + max(0.0, alpha) * (s.seg_to - s.seg_from)
 
-    def _integrate(self, now: float, dt: float) -> None:
+    def _servo_target(self, t: float) -> np.ndarray:
+        """The servo ctrl (rad) for the physics step ending at ``t``: the interpolated segment,
+        approached at most at the joint speed cap (called by the physics under the bench lock)."""
         s = self.state
         if s.mode in (dp.MODE_ENABLED, dp.MODE_RUNNING):
-            s.q_target = self._segment_target(now)
-        step = (s.q_target - s.q_actual) * min(1.0, dt / self.tau)
-        step = np.clip(step, -self.max_speed * dt, self.max_speed * dt)
-        s.q_actual = s.q_actual + step
-        s.qd_actual = step / dt
-        segment_done = s.seg_to is None or now - s.seg_start_s >= s.seg_duration_s
-        if s.mode == dp.MODE_RUNNING and segment_done and np.max(np.abs(s.q_target - s.q_actual)) < 1e-3:
-            s.mode = dp.MODE_ENABLED
+            cap = self.max_speed * self.physics.dt
+            s.q_target = s.q_target + np.clip(self._segment_target(t) - s.q_target, -cap, cap)
+        return np.deg2rad(s.q_target)
 
-    def _tool_vector(self, q_deg: np.ndarray) -> np.ndarray:
-        tool = self.state.tools.get(self.state.tool_index, (0.0,) * 6)
-        return tool_vector(forward_kinematics(np.deg2rad(q_deg), self.spec, tool=tool[2] / 1000.0))
+    def _advance(self) -> float:
+        """Step the bench up to now and leave RobotMode 7 once the motion has settled; returns the
+        time of the state."""
+        t = self.physics.sync()
+        s = self.state
+        if s.mode == dp.MODE_RUNNING and (s.seg_to is None or t >= s.seg_start_s + s.seg_duration_s):
+            q, qd = self._measured()
+            done = s.seg_to is None or np.max(np.abs(s.q_target - s.seg_to)) < 1e-9
+            if done and np.max(np.abs(s.q_target - q)) < SETTLED_DEG and np.max(np.abs(qd)) < SETTLED_DEG_S:
+                s.mode = dp.MODE_ENABLED
+        return t
+
+    def _measured(self) -> tuple[np.ndarray, np.ndarray]:
+        """Joints (deg) and joint velocities (deg/s) of the model's current state."""
+        q, qd = self.physics.joints(self.arm)
+        return np.rad2deg(q), np.rad2deg(qd)
+
+    def _tool_offset(self) -> float:
+        """The selected tool's offset along the flange z axis (m); SPEC §8 uses {0,0,197,0,0,0}."""
+        return self.state.tools.get(self.state.tool_index, (0.0,) * 6)[2] / 1000.0
+
+    def _tool_pose(self) -> np.ndarray:
+        """Measured 4x4 tool pose in the arm's base frame: the model's flange, then the tool."""
+        tool = np.eye(4)
+        tool[2, 3] = self._tool_offset()
+        return self.physics.flange_pose(self.arm) @ tool
 
     def packet(self) -> bytes:
-        """The feedback packet for the current state."""
-        s = self.state
-        T = forward_kinematics(np.deg2rad(s.q_actual), self.spec,
-                               tool=s.tools.get(s.tool_index, (0.0,) * 6)[2] / 1000.0)
-        fields = dict(
-            robot_mode=s.mode, timestamp_ms=int(time.time() * 1000), speed_scaling=s.speed_factor / 100,
-            q_target=s.q_target, q_actual=s.q_actual, qd_actual=s.qd_actual,
-            tool_vector_actual=tool_vector(T), tool_vector_target=self._tool_vector(s.q_target),
-            motor_temperatures=np.full(6, 35.0), enable_status=int(s.mode in (dp.MODE_ENABLED, dp.MODE_RUNNING)),
-            running_status=int(s.mode == dp.MODE_RUNNING), error_status=int(s.mode == dp.MODE_ERROR),
-            robot_type=self.spec.robot_type, actual_quaternion=quaternion_wxyz(T[:3, :3]))
-        if self.faults.bad_test_value > 0:
-            self.faults.bad_test_value -= 1
-            fields["test_value"] = 0xDEADBEEF
-        return dp.encode_feedback(fields)
+        """The feedback packet for the current state (the bench is first stepped up to now)."""
+        with self.lock:
+            t_state = self._advance()
+            s = self.state
+            q, qd = self._measured()
+            T = self._tool_pose()
+            target = forward_kinematics(np.deg2rad(s.q_target), self.spec, tool=self._tool_offset())
+            # TimeStamp: wall-clock ms of the state carried (the physics runs on the monotonic clock).
+            stamp_ms = int((time.time() - (time.monotonic() - t_state)) * 1000)
+            fields = dict(
+                robot_mode=s.mode, timestamp_ms=stamp_ms, speed_scaling=s.speed_factor / 100,
+                q_target=s.q_target, q_actual=q, qd_actual=qd,
+                tool_vector_actual=tool_vector(T), tool_vector_target=tool_vector(target),
+                motor_temperatures=np.full(6, 35.0),
+                enable_status=int(s.mode in (dp.MODE_ENABLED, dp.MODE_RUNNING)),
+                running_status=int(s.mode == dp.MODE_RUNNING), error_status=int(s.mode == dp.MODE_ERROR),
+                robot_type=self.spec.robot_type, actual_quaternion=quaternion_wxyz(T[:3, :3]))
+            if self.faults.bad_test_value > 0:
+                self.faults.bad_test_value -= 1
+                fields["test_value"] = 0xDEADBEEF
+            return dp.encode_feedback(fields)
 
     def _tick_loop(self) -> None:
-        last = time.monotonic()
-        next_t = last
+        next_t = time.monotonic()
         while not self._stop.is_set():
             next_t += self.period
             delay = next_t - time.monotonic()
@@ -475,11 +543,9 @@ class ArmEmulator:
                 time.sleep(delay)
             else:
                 next_t = time.monotonic()  # fell behind: do not burst
-            now = time.monotonic()
             with self.lock:
-                self._integrate(now, max(now - last, 1e-6))
-                last = now
                 if self.faults.feedback_paused or not self._conns["feedback"]:
+                    self._advance()  # keeps the physics' catch-up bursts short and the mode current
                     continue
                 data = self.packet()
                 conns = list(self._conns["feedback"])
@@ -512,20 +578,31 @@ def _close(sock: socket.socket) -> None:
 
 
 class XTrainerEmulator:
-    """Both arms of the X-Trainer (each its own :class:`ArmEmulator`)."""
+    """The X-Trainer: both arms' controllers (each an :class:`ArmEmulator`) and, with ``grippers``,
+    both Feetech grippers on pseudo-terminals, all moving in one bench model (:attr:`physics`).
+    Further keyword arguments go to both :class:`ArmEmulator`."""
 
-    def __init__(self, hosts: dict[str, str] | None = None, **kwargs):
+    def __init__(self, hosts: dict[str, str] | None = None, *, model: str = "nova2", grippers: bool = False,
+                 **kwargs):
         hosts = {**DEFAULT_HOSTS, **(hosts or {})}
-        self.arms = {arm: ArmEmulator(arm, hosts[arm], **kwargs) for arm in ("left", "right")}
+        self.physics = BenchPhysics(BenchConfig(arm=model))
+        self.arms = {arm: ArmEmulator(arm, hosts[arm], model=model, physics=self.physics, **kwargs)
+                     for arm in ("left", "right")}
+        self.grippers = {arm: FeetechServoEmulator(GRIPPER_IDS[arm], arm=arm, physics=self.physics)
+                         for arm in GRIPPER_IDS} if grippers else {}
 
     def start(self) -> XTrainerEmulator:
         for a in self.arms.values():
             a.start()
+        for g in self.grippers.values():
+            g.start()
         return self
 
     def close(self) -> None:
         for a in self.arms.values():
             a.close()
+        for g in self.grippers.values():
+            g.close()
 
     def __enter__(self) -> XTrainerEmulator:
         return self.start()
@@ -587,15 +664,14 @@ def main(argv: list[str] | None = None) -> None:
     emu = XTrainerEmulator({"left": args.left, "right": args.right}, firmware=args.firmware,
                            dashboard_port=args.dashboard_port, motion_port=args.motion_port,
                            feedback_port=args.feedback_port, model=args.model,
-                           servoj_replies=args.servoj_replies, faults=faults)
+                           servoj_replies=args.servoj_replies, faults=faults, grippers=not args.no_grippers)
     emu.start()
     for arm, a in emu.arms.items():
         print(f"{arm} arm ({args.firmware}, {args.model}) on {a.host}: {a.ports}", flush=True)
-    grippers = [] if args.no_grippers else [FeetechServoEmulator(GRIPPER_IDS[arm]).start() for arm in GRIPPER_IDS]
-    for arm, g in zip(GRIPPER_IDS, grippers):
+    for arm, g in emu.grippers.items():
         print(f"{arm} gripper (Feetech ID {g.servo_id}) on {g.path}", flush=True)
-    links = link_grippers({arm: g.path for arm, g in zip(GRIPPER_IDS, grippers)}, args.gripper_links) \
-        if grippers and args.gripper_links else {}
+    links = link_grippers({arm: g.path for arm, g in emu.grippers.items()}, args.gripper_links) \
+        if emu.grippers and args.gripper_links else {}
     if links:
         print("gripper links: " + ", ".join(str(link) for link in links), flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C (links, sockets, ptys)
@@ -613,8 +689,6 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         unlink_grippers(links)
         emu.close()
-        for g in grippers:
-            g.close()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,17 @@
 
 :class:`FeetechServoEmulator` opens a pty pair and answers the STS/SMS protocol on its master side
 from a 256-byte memory table; clients open :attr:`FeetechServoEmulator.path` like the real
-USB–RS485 adapter. The fingers move toward the goal position at a fixed speed while torque is on;
-an optional obstacle (an object between the fingers) stops them, and the present load then reads
-the torque limit. Instruction packets with a bad checksum are ignored, as a real servo does.
+USB–RS485 adapter. Instruction packets with a bad checksum are ignored, as a real servo does.
+
+**The fingers are those of the simulator's MuJoCo model** (:mod:`hardware.bench_physics`): the
+goal position (ticks) becomes the finger servos' target through the emulated unit's calibration
+(its open and closed ticks are the fingers' two ends of travel), torque enable and the torque
+limit set the servos' force limit, and the present position and load are read back from the
+fingers' opening and servo force. The model's finger force limit (``BenchConfig.finger_force_n``)
+is the gripper at its 30 % start-up torque limit, so the load reads 0.3 while the fingers press on
+an object. An object between the fingers is part of the bench scene
+(:func:`hardware.bench_physics.held_object`); :meth:`FeetechServoEmulator.move_by_hand` moves the
+unpowered fingers as a person calibrating the gripper does.
 
 Faults: :attr:`silent` (the next N requests get no status), :attr:`corrupt` (the next N status
 packets carry a wrong checksum) and :attr:`error_bits` (status error byte, e.g. overload).
@@ -15,24 +23,38 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
 import tty
 
+from envs.xtrainer import FINGER_TRAVEL_M
 from hardware import feetech as ft
+from hardware.bench_physics import BenchPhysics
 
 
 class FeetechServoEmulator:
-    def __init__(self, servo_id: int = 21, position: int = 2048, speed_ticks_s: float = 4000.0,
-                 obstacle_ticks: int | None = None):
-        self.servo_id, self.speed = servo_id, speed_ticks_s
-        self.obstacle_ticks = obstacle_ticks
+    """One gripper servo on a pty, driving ``arm``'s fingers in ``physics`` (a bench model of its
+    own if none is given). ``arm`` defaults from the X-Trainer's IDs (21 left, 22 right);
+    ``calibration`` (the unit's open / closed ticks) from :data:`hardware.feetech.DEFAULT_CALIBRATION`;
+    ``position`` (ticks), if given, is where someone left the fingers at power-on."""
+
+    def __init__(self, servo_id: int = 21, position: int | None = None, *, arm: str | None = None,
+                 physics: BenchPhysics | None = None, calibration: ft.GripperCalibration | None = None):
+        arms_by_id = {sid: a for a, sid in ft.GRIPPER_IDS.items()}
+        if arm is None and servo_id not in arms_by_id:
+            raise ValueError(f"servo {servo_id} is no X-Trainer gripper ID {ft.GRIPPER_IDS}: say which arm it is on")
+        self.servo_id, self.arm = servo_id, arm or arms_by_id[servo_id]
+        if self.arm not in ft.GRIPPER_IDS:
+            raise ValueError(f"unknown arm {self.arm!r} for servo {servo_id}; valid: {', '.join(ft.GRIPPER_IDS)}")
+        self.cal = calibration or ft.DEFAULT_CALIBRATION[self.arm]
+        self.physics = physics or BenchPhysics()
+        # Force at 100 % torque: the model's finger force limit is the gripper at 30 % (SPEC §8).
+        self.full_force_n = self.physics.cfg.finger_force_n * 1000 / ft.DEFAULT_TORQUE_LIMIT
         self.memory = bytearray(256)
         self.memory[5] = servo_id
         self._set(ft.TORQUE_LIMIT, ft.encode_u16(1000))  # power-on default: 100 %
-        self._set(ft.PRESENT_POSITION, ft.encode_position(position))
-        self._set(ft.GOAL_POSITION, ft.encode_position(position))
-        self._pos = float(position)
-        self._last = time.monotonic()
+        if position is not None:
+            self.physics.place_fingers(self.arm, self._opening_m(position))
+        self._set(ft.GOAL_POSITION, ft.encode_position(self.position))
+        self._apply()  # torque off at power-on: the fingers are unpowered
         self.silent = 0
         self.corrupt = 0
         self.error_bits = 0
@@ -79,27 +101,38 @@ class FeetechServoEmulator:
         return int.from_bytes(self._get(ft.TORQUE_LIMIT), "little")
 
     @property
-    def position(self) -> float:
+    def position(self) -> int:
+        """Present position (ticks) of the fingers now."""
+        self.physics.sync()
+        return self._ticks(self.physics.fingers(self.arm)[0])
+
+    def move_by_hand(self, ticks: int) -> None:
+        """Someone moves the fingers to ``ticks`` (the servo target follows, so they stay there)."""
         with self._lock:
-            self._update()
-            return self._pos
+            self.physics.place_fingers(self.arm, self._opening_m(ticks))
+
+    def _opening_m(self, ticks: int) -> float:
+        return self.cal.opening(ticks) * FINGER_TRAVEL_M
+
+    def _ticks(self, opening_m: float) -> int:
+        cal = self.cal
+        return round(cal.closed_ticks + opening_m / FINGER_TRAVEL_M * (cal.open_ticks - cal.closed_ticks))
 
     def _update(self) -> None:
-        now = time.monotonic()
-        dt, self._last = now - self._last, now
+        """Present position and load from the model, stepped up to now."""
+        self.physics.sync()
+        opening_m, force_n = self.physics.fingers(self.arm)
+        self._set(ft.PRESENT_POSITION, ft.encode_position(self._ticks(opening_m)))
+        magnitude = min(1000, round(abs(force_n) / self.full_force_n * 1000))
+        # Bit 10 marks a load toward lower ticks; a positive finger force opens the gripper.
+        toward_lower = (force_n > 0) == (self.cal.open_ticks < self.cal.closed_ticks)
+        self._set(ft.PRESENT_LOAD, ft.encode_u16(magnitude | (0x400 if toward_lower and magnitude else 0)))
+
+    def _apply(self) -> None:
+        """Goal position, torque enable and torque limit to the finger servos."""
+        force = self.full_force_n * self.torque_limit / 1000 if self.torque_on else 0.0
         goal = ft.decode_position(self._get(ft.GOAL_POSITION))
-        load = 0
-        if self.torque_on:
-            step = max(-self.speed * dt, min(self.speed * dt, goal - self._pos))
-            new = self._pos + step
-            ob = self.obstacle_ticks
-            if ob is not None and min(self._pos, new) <= ob <= max(self._pos, new) and step != 0:
-                new = float(ob)
-            if ob is not None and abs(new - ob) < 0.5 and abs(goal - ob) >= 1:  # pressing on the object
-                load = self.torque_limit | (0x400 if goal < ob else 0)
-            self._pos = new
-        self._set(ft.PRESENT_POSITION, ft.encode_position(round(self._pos)))
-        self._set(ft.PRESENT_LOAD, ft.encode_u16(load))
+        self.physics.set_fingers(self.arm, self._opening_m(goal), force)
 
     # ------------------------------------------------------------------ protocol
     def _run(self) -> None:
@@ -139,6 +172,7 @@ class FeetechServoEmulator:
             elif packet.code == ft.WRITE and packet.params:
                 addr = packet.params[0]
                 self.memory[addr:addr + len(packet.params) - 1] = packet.params[1:]
+                self._apply()
             if packet.servo_id == ft.BROADCAST_ID:
                 return None
             if self.silent > 0:

@@ -1,10 +1,13 @@
-"""Feetech STS/SMS gripper protocol: checksums, packets, and a round trip with a servo emulated on a pty (SPEC §8)."""
+"""Feetech STS/SMS gripper protocol: checksums, packets, and a round trip with a servo emulated on a pty
+that drives the fingers of the simulator's MuJoCo model (SPEC §8)."""
 
 import time
 
 import pytest
 
+from envs.xtrainer import FINGER_TRAVEL_M
 from hardware import feetech as ft
+from hardware.bench_physics import BenchPhysics, held_object
 from hardware.feetech_emulator import FeetechServoEmulator
 
 
@@ -71,7 +74,7 @@ def test_start_up_sets_the_torque_limit_and_round_trips_positions(servo):
     assert g.opening() == pytest.approx(1.0)
     assert g.command(0.0) == 3055
     _wait(lambda: g.position() == 3055)
-    assert g.opening() == pytest.approx(0.0) and g.load() == 0.0
+    assert g.opening() == pytest.approx(0.0) and abs(g.load()) < 0.01  # at rest: next to no servo force
     assert g.command(0.5) == 2552  # round(3055 - 0.5 * 1007)
     _wait(lambda: abs(g.opening() - 0.5) < 1e-3)
     # The goal block is written as 7 bytes from register 41: acceleration, position, time, speed.
@@ -79,16 +82,38 @@ def test_start_up_sets_the_torque_limit_and_round_trips_positions(servo):
     assert write.params == bytes([41, 0]) + ft.encode_position(2552) + bytes(4)
 
 
-def test_load_reads_the_torque_limit_when_the_fingers_hold_an_object(servo):
+def test_goal_position_drives_the_models_fingers(servo):
     emu, bus = servo
-    emu.obstacle_ticks = 2600
     g = ft.Gripper(bus, ft.GripperCalibration(21, open_ticks=2048, closed_ticks=3055))
     g.start()
-    g.command(0.0)
-    _wait(lambda: g.position() == 2600)
-    time.sleep(0.02)
-    assert g.position() == 2600 and 0.4 < g.opening() < 0.5
-    assert g.load() == pytest.approx(0.3)
+    model = emu.physics.model
+    assert model.actuator_forcerange[model.actuator("left/finger_a").id].tolist() == [-12.0, 12.0]  # 30 % torque
+    g.command(0.25)
+    _wait(lambda: abs(g.opening() - 0.25) < 2e-3)
+    opening_m, force_n = emu.physics.fingers("left")
+    assert opening_m == pytest.approx(0.25 * FINGER_TRAVEL_M, abs=1e-4) and abs(force_n) < 0.5
+    assert emu.physics.fingers("right")[0] == pytest.approx(FINGER_TRAVEL_M)  # the other gripper stays open
+
+
+def test_load_reads_the_torque_limit_when_the_fingers_hold_an_object():
+    width = 0.036  # the fingers stop at 18 mm each: opening 0.45
+    with FeetechServoEmulator(21, physics=BenchPhysics(scene=held_object("left", width))) as emu:
+        port = ft.SerialPort(emu.path)
+        try:
+            g = ft.Gripper(ft.FeetechBus(port), ft.GripperCalibration(21, open_ticks=2048, closed_ticks=3055))
+            g.start()
+            assert g.load() == 0.0
+            g.command(0.0)
+            time.sleep(0.3)
+            # On the object, not closed (the bench's soft default contact lets each pad sink about 1 mm).
+            nominal = width / 2 / FINGER_TRAVEL_M
+            assert nominal - 0.05 < g.opening() < nominal + 0.005
+            assert g.load() == pytest.approx(0.3, abs=0.002)  # pressing with the 30 % torque limit
+            g.command(1.0)
+            _wait(lambda: g.opening() > 0.99)
+            assert abs(g.load()) < 0.05
+        finally:
+            port.close()
 
 
 def test_timeouts_checksums_and_status_errors_name_the_servo(servo):
@@ -124,7 +149,7 @@ def test_calibration_file_round_trip_and_hand_calibration(servo, tmp_path):
     hand = iter([2100, 2990])
 
     def prompt(message):  # the operator moves the fingers by hand
-        emu._pos = float(next(hand))
+        emu.move_by_hand(next(hand))
 
     cal = ft.calibrate(g, prompt)
     assert (cal.open_ticks, cal.closed_ticks) == (2100, 2990) and not emu.torque_on

@@ -10,17 +10,16 @@ from envs.geometry import ARMS
 from envs.rollout import rollout
 from hardware.backend import RealXTrainer
 from hardware.dobot_client import DobotConfig
-from hardware.emulator import ArmEmulator
+from hardware.emulator import XTrainerEmulator
 from hardware.holder import CommandHolder
 from hardware.safety import SafetyStop
 
 
 @pytest.fixture
 def emus():
-    emus = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
-    yield emus
-    for e in emus.values():
-        e.close()
+    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0).start()
+    yield bench.arms
+    bench.close()
 
 
 def _backend(emus, **kwargs) -> RealXTrainer:

@@ -15,10 +15,8 @@ from lerobot.utils.errors import DeviceNotConnectedError
 
 from envs.geometry import ARMS
 from envs.xtrainer import home_qpos
-from hardware import feetech as ft
 from hardware.dobot_client import DobotConfig
-from hardware.emulator import ArmEmulator
-from hardware.feetech_emulator import FeetechServoEmulator
+from hardware.emulator import ArmEmulator, XTrainerEmulator
 from hardware.lerobot_robot import (
     EE_FEATURES,
     JOINT_FEATURES,
@@ -30,8 +28,8 @@ from hardware.lerobot_robot import (
 )
 
 
-def _emus():
-    return {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
+def _bench(grippers: bool = False) -> XTrainerEmulator:
+    return XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0, grippers=grippers).start()
 
 
 def _dobot(e: ArmEmulator) -> DobotConfig:
@@ -40,15 +38,16 @@ def _dobot(e: ArmEmulator) -> DobotConfig:
 
 @pytest.fixture
 def follower(tmp_path):
-    emus = _emus()
-    servos = {arm: FeetechServoEmulator(ft.GRIPPER_IDS[arm], position=2400).start() for arm in ARMS}
+    bench = _bench(grippers=True)
+    emus, servos = bench.arms, bench.grippers
+    for s in servos.values():
+        s.move_by_hand(2400)  # fingers left partly closed
     config = XTrainerRobotConfig(left=_dobot(emus["left"]), right=_dobot(emus["right"]), calibration_dir=tmp_path,
                                  gripper_ports={arm: s.path for arm, s in servos.items()}, image_height=24,
                                  image_width=32, cameras={c: XTrainerCameraConfig("synthetic", 64, 48, 100)
                                                           for c in ("top", "left_wrist", "right_wrist")})
     yield config, emus
-    for x in [*servos.values(), *emus.values()]:
-        x.close()
+    bench.close()
 
 
 def test_robot_connect_observe_act_disconnect(follower):
@@ -67,7 +66,7 @@ def test_robot_connect_observe_act_disconnect(follower):
         obs = robot.get_observation()
         assert set(obs) == set(feats) and obs["right_wrist"].shape == (24, 32, 3)
         np.testing.assert_allclose([obs[f"left_j{i}.pos"] for i in range(1, 7)],
-                                   np.deg2rad(emus["left"].state.q_actual), atol=1e-6)
+                                   np.deg2rad(emus["left"].joints_deg()), atol=1e-5)
         action = {k: obs[k] for k in EE_FEATURES}
         action["ee.left_z"] += 0.03
         t0, durations = time.monotonic(), []
@@ -103,12 +102,12 @@ def test_robot_connect_failure_leaves_nothing_open(follower):
 def test_leader_teleoperates_the_follower(follower, tmp_path):
     config, _ = follower
     config.cameras = {}
-    leaders = _emus()  # the leader arms' controllers (only their feedback is read)
+    leader_bench = _bench()  # the leader arms' controllers (only their feedback is read)
+    leaders = leader_bench.arms
     try:
         q = {"left": home_qpos("left") + [0.1, 0.05, -0.1, 0, 0, 0], "right": home_qpos("right") + [-0.05, 0, 0.05, 0, 0, 0]}
         for arm, e in leaders.items():
-            with e.lock:
-                e.state.q_actual = e.state.q_target = np.rad2deg(q[arm])
+            e.place(np.rad2deg(q[arm]))  # where a person moved the leader arms
         teleop = make_teleoperator_from_config(
             XTrainerLeaderConfig(left=DobotConfig(leaders["left"].host, feedback_port=leaders["left"].ports["feedback"]),
                                  right=DobotConfig(leaders["right"].host, feedback_port=leaders["right"].ports["feedback"]),
@@ -119,7 +118,7 @@ def test_leader_teleoperates_the_follower(follower, tmp_path):
         robot.connect()
         try:
             time.sleep(0.05)
-            np.testing.assert_allclose(teleop.joint_row()[:6], q["left"], atol=1e-9)
+            np.testing.assert_allclose(teleop.joint_row()[:6], q["left"], atol=1e-4)  # the servos' sag: ~5e-5 rad
             assert list(teleop.get_action()) == EE_FEATURES and teleop.feedback_features == {}
             for _ in range(30):  # lerobot-teleoperate: robot.send_action(teleop.get_action())
                 robot.send_action(teleop.get_action())
@@ -133,8 +132,7 @@ def test_leader_teleoperates_the_follower(follower, tmp_path):
             teleop.disconnect()
         assert all(e.commands_seen == [] for e in leaders.values())
     finally:
-        for e in leaders.values():
-            e.close()
+        leader_bench.close()
 
 
 def test_configs_parse_from_the_command_line(tmp_path):

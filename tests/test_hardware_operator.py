@@ -13,7 +13,7 @@ from flowpro.collect import intervention_rollout, pair_frames
 from flowpro.operator import Intervention
 from hardware.cameras import CameraRig, SyntheticSource
 from hardware.dobot_client import DobotConfig, StaleFeedbackError
-from hardware.emulator import ArmEmulator
+from hardware.emulator import XTrainerEmulator
 from hardware.human_operator import HumanOperator, HumanOperatorConfig, joints_to_action
 from hardware.keys import QueueKeys, ScriptedKeys, StdinKeys
 from hardware.teleop import JointTeleoperator, LeaderArms, ScriptedTeleoperator
@@ -172,16 +172,16 @@ def test_stdin_keys_queue_keys_and_run_immediate_actions():
 
 
 def test_leader_arms_are_read_only_and_report_staleness():
-    emus = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
+    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0).start()
+    emus = bench.arms
     try:
         q = np.deg2rad([-80, 10, -95, 5, 90, 90])
-        with emus["left"].lock:  # a human drags the left leader arm
-            emus["left"].state.q_actual = emus["left"].state.q_target = np.rad2deg(q)
+        emus["left"].place(np.rad2deg(q))  # a human drags the left leader arm
         feeds = {arm: DobotConfig(e.host, feedback_port=e.ports["feedback"]) for arm, e in emus.items()}
         with LeaderArms(feeds, grippers={"left": lambda: 0.25}) as leader:
-            assert leader.readers["left"].wait(lambda fb: abs(fb.q_actual_deg[0] + 80) < 1e-6, 1.0)
+            assert leader.readers["left"].wait(lambda fb: abs(fb.q_actual_deg[0] + 80) < 1e-3, 1.0)
             row = leader.read_joints()
-            np.testing.assert_allclose(row[:6], q, atol=1e-9)
+            np.testing.assert_allclose(row[:6], q, atol=1e-4)  # the servos' sag under the fingers: ~5e-5 rad
             assert row[6] == 0.25 and row[13] == 1.0
             emus["right"].faults.feedback_paused = True
             leader.readers["right"].wait(lambda fb: False, 0.15)
@@ -189,5 +189,4 @@ def test_leader_arms_are_read_only_and_report_staleness():
                 leader.read_joints()
         assert all(e.commands_seen == [] for e in emus.values())  # nothing was ever sent to a leader
     finally:
-        for e in emus.values():
-            e.close()
+        bench.close()

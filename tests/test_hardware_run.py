@@ -19,8 +19,7 @@ from hardware import run
 from hardware.backend import tool_pose_row
 from hardware.config import EXAMPLE, load_robot_config, make_backend, make_leader, parse_robot_config
 from hardware.dobot_protocol import DASHBOARD_PORT, FEEDBACK_PORT, MOTION_PORT
-from hardware.emulator import DEFAULT_HOSTS, GRIPPER_LINK_DIR, ArmEmulator
-from hardware.feetech_emulator import FeetechServoEmulator
+from hardware.emulator import DEFAULT_HOSTS, GRIPPER_LINK_DIR, XTrainerEmulator
 from hardware.keys import ScriptedKeys
 from hardware.teleop import ScriptedTeleoperator
 
@@ -50,8 +49,10 @@ def vision_policy(tmp_path_factory):
 @contextlib.contextmanager
 def emulated_config(tmp_path: Path, **overrides):
     """The shipped example config, pointed at emulators on free ports and grippers on their ptys."""
-    emus = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
-    servos = {arm: FeetechServoEmulator(ft.GRIPPER_IDS[arm], position=2400).start() for arm in ARMS}
+    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0, grippers=True).start()
+    emus, servos = bench.arms, bench.grippers
+    for s in servos.values():
+        s.move_by_hand(2400)  # fingers left partly closed
     try:
         raw = json.loads(EXAMPLE.read_text())
         for arm, e in emus.items():
@@ -64,8 +65,7 @@ def emulated_config(tmp_path: Path, **overrides):
         path.write_text(json.dumps(raw))
         yield path, emus, servos
     finally:
-        for x in [*servos.values(), *emus.values()]:
-            x.close()
+        bench.close()
 
 
 # ---------------------------------------------------------------------------------------------- config

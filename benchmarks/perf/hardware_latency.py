@@ -9,7 +9,7 @@ motion port, 1440-byte feedback packets pushed every 8 ms on 30004):
   (±0.5° on J1) at a random phase of the feedback tick, and time until the feedback reader holds
   a packet whose ``QTarget`` has changed. Up to one 8 ms tick passes before the next packet, so
   about half a tick (4 ms) is the floor of the mean. (``QActual`` is no clean signal here: the
-  emulated arm's first-order lag keeps it creeping toward the previous target.)
+  emulated arm moves in the MuJoCo model, whose servos are still settling from the previous move.)
 - **Command-loop jitter**: :class:`hardware.backend.RealXTrainer` stepping both arms at 30 Hz (a
   slow sinusoid in end-effector space through the simulator's IK and the safety layer), the
   period between consecutive ``ServoJ`` commands as received by the left controller, and the
@@ -34,7 +34,7 @@ from benchmarks.perf import write_result
 from envs.geometry import ARMS, POS, arm_slice
 from hardware.backend import RealXTrainer
 from hardware.dobot_client import DobotClient, DobotConfig
-from hardware.emulator import ArmEmulator
+from hardware.emulator import ArmEmulator, XTrainerEmulator
 
 
 def _stats_ms(values_s: list[float] | np.ndarray) -> dict[str, float]:
@@ -78,7 +78,8 @@ def command_latency(trials: int) -> dict:
 
 def loop_jitter(steps: int, hz: float = 30.0) -> dict:
     """Period statistics of a RealXTrainer control loop at ``hz`` with both arms moving."""
-    emus = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
+    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0).start()  # both arms, one model
+    emus = bench.arms
     backend = RealXTrainer({arm: _config(e) for arm, e in emus.items()}, control_hz=hz, time_limit_s=steps / hz + 1)
     try:
         backend.connect()
@@ -96,8 +97,7 @@ def loop_jitter(steps: int, hz: float = 30.0) -> dict:
         received = np.array([t for t in emus["left"].servoj_times if t >= t_start])
     finally:
         backend.close()
-        for e in emus.values():
-            e.close()
+        bench.close()
     target = 1.0 / hz
     loop = np.diff(returns)
     ctrl = np.diff(received)
@@ -105,7 +105,8 @@ def loop_jitter(steps: int, hz: float = 30.0) -> dict:
             "loop_period_ms": _stats_ms(loop), "loop_abs_jitter_ms": _stats_ms(np.abs(loop - target)),
             "controller_servoj_period_ms": _stats_ms(ctrl),
             "controller_abs_jitter_ms": _stats_ms(np.abs(ctrl - target)),
-            "overruns": backend.overruns}
+            "overruns": backend.overruns,
+            "physics_skipped_s": bench.physics.skipped_s}  # > 0: the emulator's model fell behind real time
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     argv_text = " ".join(argv) if argv is not None else " ".join(sys.argv[1:])
     out = {
         "command": f"python -m benchmarks.perf.hardware_latency {argv_text}".strip(),
-        "what": "loopback TCP through hardware.emulator with the project's Dobot client (SPEC §8)",
+        "what": "loopback TCP through hardware.emulator (arms in the simulator's MuJoCo model) with the "
+                "project's Dobot client (SPEC §8)",
         "command_to_feedback": latency,
         "command_loop_30hz": jitter,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
