@@ -41,6 +41,18 @@ from envs.xtrainer import FINGER_TRAVEL_M, BenchConfig, SceneFragment, build_xml
 # simulation skips ahead instead (counted in ``skipped_s``).
 MAX_CATCH_UP_S = 0.5
 
+# The real grippers are Feetech position servos run at a 30 % torque limit (SPEC §8): stiff until
+# the force limit, then pressing with that force. The simulator's default finger servo is soft
+# (envs.xtrainer.BenchConfig); the emulator stands in for the hardware, so it clamps.
+FEETECH_FINGER_KP = 3000.0
+FEETECH_FINGER_FORCE_N = 12.0
+
+
+def emulator_bench(arm: str = "nova2") -> BenchConfig:
+    """The bench the emulator steps: the simulator's, with the Feetech-like force-clamped fingers."""
+    return BenchConfig(arm=arm, finger_kp=FEETECH_FINGER_KP, finger_force_n=FEETECH_FINGER_FORCE_N)
+
+
 ServoTarget = Callable[[float], np.ndarray]  # monotonic time (s) -> six joint targets (rad)
 
 
@@ -49,7 +61,7 @@ class BenchPhysics:
 
     def __init__(self, cfg: BenchConfig | None = None, scene: SceneFragment | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        cfg = cfg or BenchConfig()
+        cfg = cfg or emulator_bench()
         self.cfg, self.clock = cfg, clock
         self.model = mujoco.MjModel.from_xml_string(build_xml(cfg, scene))
         self.data = mujoco.MjData(self.model)

@@ -55,9 +55,9 @@ from pathlib import Path
 import numpy as np
 
 from envs.kinematics import ARM_SPECS, forward_kinematics
-from envs.xtrainer import HOME_DEG, BenchConfig
+from envs.xtrainer import HOME_DEG
 from hardware import dobot_protocol as dp
-from hardware.bench_physics import BenchPhysics
+from hardware.bench_physics import BenchPhysics, emulator_bench
 from hardware.feetech import GRIPPER_IDS
 from hardware.feetech_emulator import FeetechServoEmulator
 
@@ -139,7 +139,7 @@ class ArmEmulator:
             raise ValueError(f"firmware must be one of {dp.FIRMWARES}, got {firmware!r}")
         if model not in ARM_SPECS:
             raise ValueError(f"unknown arm model {model!r}; valid: {sorted(ARM_SPECS)}")
-        self.physics = physics or BenchPhysics(BenchConfig(arm=model))
+        self.physics = physics or BenchPhysics(emulator_bench(model))
         if self.physics.cfg.arm != model:
             raise ValueError(f"{arm} arm emulates a {model} but the bench model holds {self.physics.cfg.arm} arms")
         self.arm, self.host, self.firmware = arm, host or DEFAULT_HOSTS.get(arm, "127.0.0.1"), firmware
@@ -585,7 +585,7 @@ class XTrainerEmulator:
     def __init__(self, hosts: dict[str, str] | None = None, *, model: str = "nova2", grippers: bool = False,
                  **kwargs):
         hosts = {**DEFAULT_HOSTS, **(hosts or {})}
-        self.physics = BenchPhysics(BenchConfig(arm=model))
+        self.physics = BenchPhysics(emulator_bench(model))
         self.arms = {arm: ArmEmulator(arm, hosts[arm], model=model, physics=self.physics, **kwargs)
                      for arm in ("left", "right")}
         self.grippers = {arm: FeetechServoEmulator(GRIPPER_IDS[arm], arm=arm, physics=self.physics)

@@ -1,5 +1,6 @@
 """Shared test helper: the simulator's bench model at rest at home, built here independently of
-:mod:`hardware.bench_physics` (to check the emulators against a rollout of their own)."""
+:mod:`hardware.bench_physics` (to check the emulators against a rollout of their own), with the
+Feetech-like force-clamped fingers the emulator uses (SPEC §8)."""
 
 import mujoco
 import numpy as np
@@ -7,11 +8,13 @@ import numpy as np
 import envs  # noqa: F401  (before mujoco is used)
 from envs.xtrainer import FINGER_TRAVEL_M, BenchConfig, build_xml, home_qpos
 
+FEETECH_FINGERS = {"finger_kp": 3000.0, "finger_force_n": 12.0}  # the 30 % torque limit
+
 
 def bench_at_home() -> tuple[mujoco.MjModel, mujoco.MjData, dict[str, tuple[list[int], list[int]]]]:
     """Model, data with both arms at home (servos holding there, grippers open), and each arm's
     ``(qpos addresses, actuator ids)`` of its six joints."""
-    m = mujoco.MjModel.from_xml_string(build_xml(BenchConfig()))
+    m = mujoco.MjModel.from_xml_string(build_xml(BenchConfig(**FEETECH_FINGERS)))
     d = mujoco.MjData(m)
     ids = {}
     for arm in ("left", "right"):

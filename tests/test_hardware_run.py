@@ -19,7 +19,7 @@ from hardware import run
 from hardware.backend import tool_pose_row
 from hardware.config import EXAMPLE, load_robot_config, make_backend, make_leader, parse_robot_config
 from hardware.dobot_protocol import DASHBOARD_PORT, FEEDBACK_PORT, MOTION_PORT
-from hardware.emulator import DEFAULT_HOSTS, GRIPPER_LINK_DIR, XTrainerEmulator
+from hardware.emulator import DEFAULT_HOSTS, GRIPPER_LINK_DIR, ArmEmulator, XTrainerEmulator
 from hardware.keys import ScriptedKeys
 from hardware.teleop import ScriptedTeleoperator
 
