@@ -58,12 +58,13 @@ def test_reset_goes_home_and_observes_like_the_simulator(bench, reach_env):
     backend, emus, servos = bench
     obs, info = backend.reset()
     sim_obs, _ = reach_env.reset(seed=0)
-    # Same pose, same layout (the emulated servos sag ~0.002 deg under the fingers' weight: ~0.02 mm);
+    # Same pose, same layout. The emulated servos sag ~0.002 deg under the fingers' weight and reset
+    # returns once the joints are within 0.01 deg of home (3e-4: 0.017 deg, 0.06 mm at the tool);
     # reset waits for the grippers to open within 0.02 of their target, the fingers may still be moving.
     for row, sim_row, grip in ((obs["agent_pos"], sim_obs["agent_pos"], [arm_slice(a).start + GRIP for a in ARMS]),
                                (obs["joint_pos"], sim_obs["joint_pos"], [6, 13])):
         rest = np.setdiff1d(np.arange(row.size), grip)
-        np.testing.assert_allclose(row[rest], sim_row[rest], atol=1e-4)
+        np.testing.assert_allclose(row[rest], sim_row[rest], atol=3e-4)
         np.testing.assert_allclose(row[grip], sim_row[grip], atol=0.02)
     assert servos["left"].torque_limit == 300 and info["time_s"] == 0 and not info["is_success"]
 
