@@ -32,7 +32,7 @@ from envs.geometry import (
 )
 from envs.kinematics import forward_kinematics
 from envs.tasks import get_task
-from envs.tasks.base import check_split
+from envs.tasks.base import Task, check_split
 from envs.xtrainer import CAMERAS, FINGER_TRAVEL_M, BenchConfig, build_xml, fingerprint, home_qpos
 
 OBS_MODES = ("rgb", "state")
@@ -52,7 +52,7 @@ class Snapshot:
 class XTrainerEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, task: str = "reach", obs_mode: str = "rgb", image_size: tuple[int, int] = (96, 96),
+    def __init__(self, task: str | Task = "reach", obs_mode: str = "rgb", image_size: tuple[int, int] = (96, 96),
                  action_mode: str = "ee", split: str = "id", control_hz: float = 30.0, arm: str = "nova2",
                  time_limit_s: float | None = None, render_mode: str | None = "rgb_array",
                  privileged_obs: bool | None = None, max_joint_speed_rad_s: float | None = None):

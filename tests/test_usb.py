@@ -75,6 +75,17 @@ def test_plug_misaligned_beyond_clearance_does_not_go_in(usb_env, offset):
     assert any("bezel_contact" in f for _, _, f in history)
 
 
+def test_lead_in_guides_a_misaligned_plug_that_a_flat_bezel_stops():
+    env = XTrainerEnv(task=UsbTask(lead_m=0.003), obs_mode="state")
+    try:
+        assert env.fingerprint != XTrainerEnv(task="usb", obs_mode="state").fingerprint
+        expert = _hover_aligned(env, seed=1)
+        history, _ = _descend(env, expert, lateral_offset=(0.0015, 0.0), steps=150)
+        assert history[-1][0] >= SOCKET_DEPTH - 0.001 and history[-1][1]  # seated, as the aligned plug is
+    finally:
+        env.close()
+
+
 def test_success_rejects_plug_resting_at_mouth(usb_env):
     expert = _hover_aligned(usb_env, seed=2)
     history, _ = _descend(usb_env, expert, lateral_offset=0.0, steps=60, speed=0.002)  # ~0 mm deep

@@ -12,8 +12,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def get_task(name: str) -> Task:
-    """A fresh task instance by name; unknown names list the valid ones."""
+def get_task(name: str | Task) -> Task:
+    """A fresh task instance by name (a configured instance, e.g. ``UsbTask(lead_m=0.002)``, is
+    used as it is); unknown names list the valid ones."""
+    if isinstance(name, Task):
+        return name
     key = name.lower()
     if key not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")

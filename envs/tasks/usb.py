@@ -53,6 +53,40 @@ def _box(name: str, half, pos, extra: str = "") -> str:
             f'pos="{pos[0]:.6g} {pos[1]:.6g} {pos[2]:.6g}" {extra}/>')
 
 
+def _walls(sx: float, hx: float, hy: float, shx: float, shy: float, z0: float, z1: float, back: float,
+           extra: str, suffix: str) -> list[str]:
+    """The strip's walls around the socket opening (half sizes ``shx`` x ``shy`` at ``sx``) between
+    heights ``z0`` and ``z1``, set back from the opening by ``back``."""
+    c, h = (z0 + z1) / 2, (z1 - z0) / 2
+    left_len, right_len = (sx - shx - back) + hx, hx - (sx + shx + back)
+    side_len = hy - shy - back
+    return [_box(f"strip_left{suffix}", (left_len / 2, hy, h), (-hx + left_len / 2, 0, c), extra),
+            _box(f"strip_right{suffix}", (right_len / 2, hy, h), (hx - right_len / 2, 0, c), extra),
+            _box(f"strip_front{suffix}", (shx + back, side_len / 2, h), (sx, -hy + side_len / 2, c), extra),
+            _box(f"strip_back{suffix}", (shx + back, side_len / 2, h), (sx, hy - side_len / 2, c), extra)]
+
+
+def _lead_in(sx: float, hz: float, shx: float, shy: float, lead: float, extra: str) -> list[str]:
+    """A 45-degree chamfer ``lead`` wide and deep around the socket mouth (strip frame), as a real
+    socket's lead-in: a plug misaligned by less than ``lead`` meets a slope that guides it in
+    instead of the flat bezel. Four plates; each one's inner face runs from its edge of the opening
+    at depth ``lead`` up to the bezel, ``lead`` further out; the rest of each plate lies inside the
+    walls, so the opening below the chamfer is unchanged."""
+    if lead <= 0:
+        return []
+    face, t = lead * np.sqrt(2), 0.001  # plate length along the slope, thickness
+    out = []
+    for name, edge, u, n, half, euler in (
+            ("px", (sx + shx, 0), (1, 0, 1), (1, 0, -1), (face / 2, shy + lead, t / 2), (0, -np.pi / 4, 0)),
+            ("nx", (sx - shx, 0), (-1, 0, 1), (-1, 0, -1), (face / 2, shy + lead, t / 2), (0, np.pi / 4, 0)),
+            ("py", (sx, shy), (0, 1, 1), (0, 1, -1), (shx + lead, face / 2, t / 2), (np.pi / 4, 0, 0)),
+            ("ny", (sx, -shy), (0, -1, 1), (0, -1, -1), (shx + lead, face / 2, t / 2), (-np.pi / 4, 0, 0))):
+        u, n = np.array(u) / np.sqrt(2), np.array(n) / np.sqrt(2)
+        centre = np.array([edge[0], edge[1], hz - lead]) + u * face / 2 + n * t / 2
+        out.append(_box(f"socket_lead_{name}", half, centre, f'euler="{euler[0]:.6g} {euler[1]:.6g} {euler[2]:.6g}" {extra}'))
+    return out
+
+
 def pose_of(data: mujoco.MjData, body_id: int) -> np.ndarray:
     """4x4 world pose of a body."""
     return _pose(data.xmat[body_id], data.xpos[body_id])
@@ -89,10 +123,13 @@ class UsbTask(Task):
     terminal_failures = frozenset({"strip_dropped", "lamp_dropped"})
     stages = ("grasp", "lift", "align", "insert", "seated")
 
-    def __init__(self, clearance_m: float = 0.0003):
+    def __init__(self, clearance_m: float = 0.0003, lead_m: float = 0.0):
         if not 0 < clearance_m < 0.003:
             raise ValueError(f"clearance_m must be in (0, 3 mm), got {clearance_m}")
+        if not 0 <= lead_m <= 0.006:
+            raise ValueError(f"lead_m must be in [0, 6 mm], got {lead_m}")
         self.clearance = clearance_m
+        self.lead = lead_m  # > 0: a 45-degree lead-in this wide around the socket mouth (0: a flat bezel)
 
     # ------------------------------------------------------------------ scene
     def scene(self) -> SceneFragment:
@@ -100,23 +137,21 @@ class UsbTask(Task):
         shx, shy = PLUG_HALF[0] + c, PLUG_HALF[1] + c  # socket opening half sizes
         sx, hx, hy, hz = SOCKET_X, *STRIP_HALF
         floor_z = hz - SOCKET_DEPTH
-        upper_c, upper_h = (floor_z + hz) / 2, (hz - floor_z) / 2
         strip_rgba = 'rgba="0.93 0.93 0.9 1"'
         mate = f'{STIFF} {strip_rgba} contype="1" conaffinity="3" density="300" friction="0.3 0.005 0.0001"'
-        left_len = (sx - shx) - (-hx)
-        right_len = hx - (sx + shx)
-        side_len = hy - shy
+        lead = self.lead
         strip = "\n".join([
             _box("strip_base", (hx, hy, (floor_z + hz) / 2), (0, 0, (floor_z - hz) / 2), mate),
-            _box("strip_left", (left_len / 2, hy, upper_h), (-hx + left_len / 2, 0, upper_c), mate),
-            _box("strip_right", (right_len / 2, hy, upper_h), (hx - right_len / 2, 0, upper_c), mate),
-            _box("strip_front", (shx, side_len / 2, upper_h), (sx, -hy + side_len / 2, upper_c), mate),
-            _box("strip_back", (shx, side_len / 2, upper_h), (sx, hy - side_len / 2, upper_c), mate),
+            # The walls around the opening; with a lead-in their top `lead` retreats by `lead` and
+            # the 45-degree plates of _lead_in fill the chamfer.
+            *_walls(sx, hx, hy, shx, shy, floor_z, hz - lead, 0.0, mate, ""),
+            *(_walls(sx, hx, hy, shx, shy, hz - lead, hz, lead, mate, "_top") if lead > 0 else []),
             # decorative outlets and switch (no collision)
             *[_box(f"strip_outlet{i}", (0.008, 0.008, 0.0005), (x, 0, hz), 'rgba="0.2 0.2 0.2 1" contype="0" conaffinity="0" mass="0"')
               for i, x in enumerate((-0.055, -0.015))],
             _box("strip_switch", (0.006, 0.01, 0.001), (-0.085, 0, hz), 'rgba="0.85 0.1 0.1 1" contype="0" conaffinity="0" mass="0"'),
             f'<site name="socket" pos="{sx} 0 {hz}" size="0.002" rgba="0 0.6 1 1" group="3"/>',
+            *_lead_in(sx, hz, shx, shy, lead, mate),
         ])
         cup_rgba = 'rgba="0.25 0.45 0.75 1"'
         ci, cw = CUP_INNER_HALF, CUP_WALL
