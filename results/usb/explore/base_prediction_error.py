@@ -1,14 +1,16 @@
 """How far the SFT base's sampled chunks are from the demonstrated chunks, on 256 training states.
 
-    PYTHONPATH=. python results/usb/explore/base_prediction_error.py
+    PYTHONPATH=. python results/usb/explore/base_prediction_error.py [POLICY_DIR]
 """
+import sys
+
 import numpy as np
 import torch
 
 from flowpro.data import ChunkDataset
 from flowpro.policies import FlowPolicy
 
-p = FlowPolicy.load("runs/usb/sft_a1f4798688/policy").eval()
+p = FlowPolicy.load(sys.argv[1] if len(sys.argv) > 1 else "runs/usb/sft_a1f4798688/policy").eval()
 ds = ChunkDataset("data/usb/demos", p.config, use_images=False, env_state=True)
 idx = np.random.default_rng(0).choice(len(ds), 256, replace=False)
 items = [ds[int(i)] for i in idx]
