@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import envs  # noqa: F401
 from benchmarks.evaluate import resolve_policy_dir
-from envs.dataset import MARKER, finished_episodes
+from envs.dataset import finished_episodes, read_marker
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
 from envs.tasks import TASKS, get_task
@@ -131,7 +131,7 @@ def _stage_sft(task: str, demos_root: Path, runs: Path, profile: Profile, seed: 
                     batch_size=profile.sft_batch, seed=seed, save_every=max(1, profile.sft_steps // 8), model=model)
     # Named by what the data are, not where they lie: the episode count and the simulated model
     # that recorded them (datasets from before model fingerprints were recorded have none).
-    marker = json.loads((demos_root / MARKER).read_text()) if (demos_root / MARKER).exists() else {}
+    marker = read_marker(demos_root)
     key = {**asdict(cfg), "out": None, "dataset": None, "dataset_episodes": info["total_episodes"],
            **({"dataset_model": marker["model_fingerprint"]} if "model_fingerprint" in marker else {})}
     cfg.out = str(runs / f"sft_{_digest(key)}")
@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
     if args.policy not in POLICY_PRESETS:
         problems.append(f"unknown policy {args.policy!r}; valid policies: {', '.join(POLICY_PRESETS)}")
     try:
-        if not isinstance(json.loads(args.policy_model), dict):
+        policy_model = json.loads(args.policy_model)
+        if not isinstance(policy_model, dict):
             raise ValueError("not a JSON object")
     except ValueError as e:
         problems.append(f"--policy-model must be a JSON object of policy-config overrides: {e}")
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
     settings = {"task": task, "profile": args.profile, "profile_settings": asdict(profile), "seeds": seeds,
                 "rounds": rounds, "methods": methods, "policy": args.policy,
                 "backend": args.backend, "seed": args.seed,
-                **({"policy_model": json.loads(args.policy_model)} if json.loads(args.policy_model) else {})}
+                **({"policy_model": policy_model} if policy_model else {})}
     if args.backend == "real":
         settings.update(robot_config=args.robot_config, base=args.base, demos=args.demos)
     results_file = out / "results.json"
@@ -357,10 +358,11 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
         results["expert"] = {"skipped": NO_EXPERT}
     else:
         t = stage(1, f"expert rollouts: {task}, {profile.expert_rollouts} per split")
+        model = _model_fingerprint(task)  # the expert results and the demos are valid for this model only
         results["expert"] = {}
         for split in ("id", "ood"):
             seeds_e = list(range(args.seed, args.seed + profile.expert_rollouts))
-            cache = runs / f"expert_{split}_{_digest([_model_fingerprint(task), seeds_e])}.json"
+            cache = runs / f"expert_{split}_{_digest([model, seeds_e])}.json"
             if not cache.exists():
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 cache.write_text(json.dumps(summarize(run_episodes(task, split, seeds_e))))
@@ -375,7 +377,7 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
         results["demos"] = {"root": str(demos), "episodes": finished_episodes(demos)}
     else:
         # One demonstration set per simulated model: a changed bench (e.g. its gripper) records anew.
-        demos = data / f"demos_{_model_fingerprint(task)[:10]}"
+        demos = data / f"demos_{model[:10]}"
         t = stage(2, f"SFT demonstrations -> {demos} ({profile.demos} episodes, resumable)")
         results["demos"] = record(task, profile.demos, "id", demos, seed=args.seed)
     results["stage_seconds"]["demos"] = round(time.perf_counter() - t, 1)

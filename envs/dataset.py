@@ -85,6 +85,13 @@ def finished_episodes(root: str | Path) -> int:
     return json.loads(info.read_text())["total_episodes"] if info.exists() else 0
 
 
+def read_marker(root: str | Path) -> dict[str, Any]:
+    """A dataset's FlowPRO marker (task, kind, layout, the model that recorded it); ``{}`` for a
+    directory without one."""
+    marker = Path(root) / MARKER
+    return json.loads(marker.read_text()) if marker.exists() else {}
+
+
 class DatasetMismatch(ValueError):
     """The directory holds a dataset of another task or layout."""
 
@@ -128,9 +135,8 @@ class EpisodeWriter:
         self._check_target()
 
     def _check_target(self) -> None:
-        marker = self.root / MARKER
-        if marker.exists():
-            found = json.loads(marker.read_text())
+        if (self.root / MARKER).exists():
+            found = read_marker(self.root)
             diffs = {k: (found.get(k), self.marker.get(k)) for k in sorted(set(found) | set(self.marker))
                      if found.get(k) != self.marker.get(k)}
             if diffs:

@@ -152,16 +152,12 @@ class RealBench:
     @contextlib.contextmanager
     def _faults(self) -> Iterator[None]:
         """A fault of the bench stops the run with what to do next (the work done is saved)."""
-        from hardware.cameras import CameraError
-        from hardware.dobot_protocol import DobotError
-        from hardware.feetech import FeetechError
-        from hardware.safety import SafetyError
+        from hardware.run import BENCH_ERRORS, bench_error_message
 
         try:
             yield
-        except (SafetyError, DobotError, FeetechError, CameraError, TimeoutError) as e:
-            raise BenchStopped(f"error on the bench: {type(e).__name__}: {e}; what was finished is saved: check "
-                               "the bench and run the same command again to continue") from e
+        except BENCH_ERRORS as e:
+            raise BenchStopped(bench_error_message(e)) from e
 
 
 def make_bench(cfg: RPROConfig, progress: bool = True, *, keys: KeySource | None = None,

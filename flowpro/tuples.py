@@ -129,12 +129,11 @@ def load_pairs(root) -> list[PairTrajectories]:
     """The pairs of a dataset written by :mod:`flowpro.collect` (poses and actions only)."""
     from pathlib import Path
 
-    import json
-
     import pyarrow.parquet as pq
 
-    marker = Path(root) / "meta/flowpro.json"
-    kind = json.loads(marker.read_text()).get("kind") if marker.exists() else None
+    from envs.dataset import read_marker
+
+    kind = read_marker(root).get("kind")
     if kind not in (None, "preference_pairs"):  # e.g. the frames a fault interrupted (hardware.interrupted)
         raise ValueError(f"{root} holds {kind!r}, not preference pairs; point at the round's pair dataset")
     files = sorted(Path(root).glob("data/chunk-*/file-*.parquet"))

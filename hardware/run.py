@@ -246,8 +246,7 @@ def evaluate_real(robot: RobotConfig, policy: str | Path, rollouts: int, out: st
                                  n_action_steps=n_action_steps or c.n_action_steps, hook=hook)
             bench.pause()
             results.append(result.summary())
-            with out.open("a") as f:
-                f.write(json.dumps(results[-1]) + "\n")
+            append_jsonl(out, results[-1])
             log(f"[session] rollout {i + 1}: {result.terminated_by} after {result.time_s:.1f} s")
     return results
 
