@@ -381,7 +381,10 @@ def test_fault_mid_rollout_logs_the_interrupted_evaluation_rollout(tmp_path, vis
         assert run.main(argv, keys=keys, log=lambda m: None) == 3
         assert keys.fired and all(_stopped_last(e) for e in emus.values())
         err = capsys.readouterr().err
-        assert "error on the bench: SafetyStop: right arm stopped" in err and "feedback" in err
+        # A safety stop ends the rollout: usually the right arm's stale feedback, but on a loaded
+        # machine another check may see the stall first (the left arm's holder reporting the right
+        # arm, or the 500 ms command watchdog); the record must be saved whichever it is.
+        assert "error on the bench: SafetyStop: " in err
         assert f"logged in {interrupted_results_path(out)}" in err and "repeats it" in err
         (finished,) = map(json.loads, out.read_text().splitlines())
         assert finished["seed"] == 0 and finished["success"]
@@ -389,7 +392,7 @@ def test_fault_mid_rollout_logs_the_interrupted_evaluation_rollout(tmp_path, vis
         assert {k: line[k] for k in ("rollout", "seed", "success", "steps", "terminated_by")} == \
                {"rollout": 1, "seed": 1, "success": False, "steps": 4, "terminated_by": "fault"}
         assert line["time_s"] == pytest.approx(4 / 30, abs=1e-3)
-        assert line["fault"].startswith("SafetyStop: right arm stopped") and "feedback" in line["fault"]
+        assert line["fault"].startswith("SafetyStop: ") and "arm stopped" in line["fault"]
         assert not out.with_suffix(".summary.json").exists()
         # The rerun repeats the interrupted rollout (same seed) once the feedback is back.
         time.sleep(0.6)
