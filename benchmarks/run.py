@@ -109,13 +109,14 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _model_fingerprint(task: str) -> str:
-    """The compiled scene's fingerprint: cached expert results are valid for this model only."""
+def _model_fingerprint(task: str) -> tuple[str, int]:
+    """The compiled scene's fingerprint (cached expert results are valid for this model only) and
+    the width of its privileged state (demonstrations are valid for this model and layout only)."""
     from envs.env import XTrainerEnv
 
-    env = XTrainerEnv(task=task, obs_mode="state")
+    env = XTrainerEnv(task=task, obs_mode="state", privileged_obs=True)
     try:
-        return env.fingerprint
+        return env.fingerprint, env.observation_space["environment_state"].shape[0]
     finally:
         env.close()
 
@@ -358,7 +359,7 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
         results["expert"] = {"skipped": NO_EXPERT}
     else:
         t = stage(1, f"expert rollouts: {task}, {profile.expert_rollouts} per split")
-        model = _model_fingerprint(task)  # the expert results and the demos are valid for this model only
+        model, env_width = _model_fingerprint(task)
         results["expert"] = {}
         for split in ("id", "ood"):
             seeds_e = list(range(args.seed, args.seed + profile.expert_rollouts))
@@ -376,8 +377,9 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
         t = stage(2, f"SFT demonstrations: {demos} (real, given)")
         results["demos"] = {"root": str(demos), "episodes": finished_episodes(demos)}
     else:
-        # One demonstration set per simulated model: a changed bench (e.g. its gripper) records anew.
-        demos = data / f"demos_{model[:10]}"
+        # One demonstration set per simulated model and observation layout: a changed bench (e.g.
+        # its gripper) or privileged state records anew.
+        demos = data / f"demos_{model[:10]}_env{env_width}"
         t = stage(2, f"SFT demonstrations -> {demos} ({profile.demos} episodes, resumable)")
         results["demos"] = record(task, profile.demos, "id", demos, seed=args.seed)
     results["stage_seconds"]["demos"] = round(time.perf_counter() - t, 1)

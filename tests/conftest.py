@@ -32,14 +32,23 @@ def still_policy(tmp_path_factory):
     env = XTrainerEnv(task="usb", obs_mode="state", privileged_obs=True)
     obs, _ = env.reset(seed=0)
     env.close()
-    dim = obs["environment_state"].shape[0]
-    policy = BuiltinVLA(BuiltinConfig(use_images=False, cameras=(), env_state_dim=dim, d_model=32, n_layers=1, n_heads=2))
+    policy = BuiltinVLA(BuiltinConfig(use_images=False, cameras=(), env_state_dim=USB_ENV_STATE_DIM, d_model=32,
+                                      n_layers=1, n_heads=2))
     policy.action_norm.set_stats(torch.tensor(obs["agent_pos"]), torch.zeros(20))
     out = tmp_path_factory.mktemp("still") / "policy"
     policy.save(out)
     return out
 
 
+def _usb_env_state_dim() -> int:
+    env = XTrainerEnv(task="usb", obs_mode="state", privileged_obs=True)
+    try:
+        return env.observation_space["environment_state"].shape[0]
+    finally:
+        env.close()
+
+
+USB_ENV_STATE_DIM = _usb_env_state_dim()  # the USB task's privileged-state width
 STILL_OPERATOR = {"stall_s": 1.5, "margin_steps": (5, 40)}
 
 

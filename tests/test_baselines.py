@@ -9,6 +9,7 @@ import torch
 from baselines import BASELINES
 from baselines.dagger import AGGREGATE
 from baselines.pi06star import DROPOUT, GOOD, NO_INDICATOR, add_indicator
+from conftest import USB_ENV_STATE_DIM
 from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
 from flowpro.finetune import RPROConfig, collate, frozen_reference, get_method
 from flowpro.losses import pro_loss
@@ -16,7 +17,7 @@ from flowpro.mixing import CURRENT, PREVIOUS, SFT
 from flowpro.policies import BuiltinConfig, BuiltinVLA
 from flowpro.policies.base import ACTION, CONDITION
 
-CFG = BuiltinConfig(use_images=False, cameras=(), env_state_dim=36, d_model=32, n_layers=1, n_heads=2)
+CFG = BuiltinConfig(use_images=False, cameras=(), env_state_dim=USB_ENV_STATE_DIM, d_model=32, n_layers=1, n_heads=2)
 
 
 @pytest.fixture(scope="module")

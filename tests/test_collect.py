@@ -11,6 +11,7 @@ from flowpro.collect import collect, intervention_rollout
 from flowpro.data import ACTION_L, PreferenceDataset
 from flowpro.operator import OracleOperator
 from conftest import STILL_OPERATOR as OPERATOR
+from conftest import USB_ENV_STATE_DIM
 from flowpro.policies import BuiltinConfig
 from flowpro.policies.base import ACTION, ACTION_PAD
 from flowpro.tuples import load_pairs
@@ -109,7 +110,7 @@ def test_collection_writes_pairs_resumes_and_loses_no_completed_pair(tmp_path, s
     assert _actions(part) == _actions(full)
 
     # The tuples the trainer streams: a^w under "action", a^l under "action_l", states from the pair.
-    cfg = BuiltinConfig(use_images=False, cameras=(), env_state_dim=36)
+    cfg = BuiltinConfig(use_images=False, cameras=(), env_state_dim=USB_ENV_STATE_DIM)
     ds = PreferenceDataset(full, cfg, env_state=True)
     assert ds.pairs == 2 and len(ds) > 0
     for i in range(0, len(ds), 7):

@@ -86,6 +86,23 @@ def test_lead_in_guides_a_misaligned_plug_that_a_flat_bezel_stops():
         env.close()
 
 
+def test_privileged_state_resolves_the_plug_offset_at_millimetre_scale(usb_env):
+    """The last 12 values repeat the plug's offsets (socket-frame lateral and depth, world-frame
+    tip minus mouth) through tanh at 2 mm and 20 mm: saturated far away, graded at the mouth."""
+    from envs.tasks.usb import APPROACH_SCALE_M, FINE_SCALE_M
+
+    obs, _ = usb_env.reset(seed=3)
+    far = obs["environment_state"][-12:]
+    assert far.shape == (12,) and np.all(np.abs(far[:6]) > 0.99)  # the lamp still stands in its holder
+    _hover_aligned(usb_env, seed=3)
+    t, d = usb_env.task, usb_env.data
+    ps = t.plug_state(d)
+    offsets = np.array([*ps.lateral, ps.depth, *(t.plug_pose(d)[:3, 3] - t.socket_pose(d)[:3, 3])])
+    near = t.privileged_state(d)[-12:]
+    np.testing.assert_allclose(near, np.tanh(np.concatenate([offsets / FINE_SCALE_M, offsets / APPROACH_SCALE_M])))
+    assert np.all(np.abs(near[:2]) < 0.06) and -0.95 < near[2] < -0.6  # < 0.12 mm aligned, 2-3.5 mm above
+
+
 def test_success_rejects_plug_resting_at_mouth(usb_env):
     expert = _hover_aligned(usb_env, seed=2)
     history, _ = _descend(usb_env, expert, lateral_offset=0.0, steps=60, speed=0.002)  # ~0 mm deep
