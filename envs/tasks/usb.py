@@ -2,11 +2,11 @@
 standing in a pen holder and inserts its plug into the strip's socket (SPEC §11, paper App. H).
 
 Plug and socket are box primitives with sub-millimetre clearance (default 0.5 mm per side),
-stiff contacts and ``margin = 0`` (SPEC §9). The socket mouth has a 3 mm, 45-degree lead-in by
-default, as real receptacles flare: a plug within 3 mm of the axis is guided in, one further off
-lands on the bezel. ``UsbTask(clearance_m=0.0003, lead_m=0.0)`` is the tighter flat-bezel
-socket, which no policy trained here has mastered (results/usb/explore). Everything the expert, the success predicate and the
-failure predicates use is privileged simulator state.
+stiff contacts and ``margin = 0`` (SPEC §9). By default the socket mouth has a 3 mm, 45-degree
+lead-in, as real receptacles flare: its slopes guide a plug 1.5 mm off-axis in. The tighter
+flat-bezel socket, ``UsbTask(clearance_m=0.0003, lead_m=0.0)``, stops such a plug on the bezel; no
+policy trained here has mastered it (results/usb/explore). Everything the expert, the success
+predicate and the failure predicates use is privileged simulator state.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ AXIS_TOL_RAD = np.deg2rad(5.0)
 TILTED_ENTRY_RAD = np.deg2rad(2.0)
 STALL_WINDOW_S = 2.0
 STALL_PROGRESS_M = 0.0005
-FINE_SCALE_M, APPROACH_SCALE_M = 0.002, 0.02  # saturating insertion features (privileged_state)
+FINE_SCALE_M, APPROACH_SCALE_M = 0.002, 0.02  # radii of the clipped insertion offsets (privileged_state)
 
 # --- initial-state distributions (world frame; table top at z = 0.75) -------------------
 _ID = {"strip_x": (-0.26, -0.16), "strip_y": (-0.22, -0.10), "strip_yaw": (-0.35, 0.35),
