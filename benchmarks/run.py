@@ -109,7 +109,7 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _model_fingerprint(task: str) -> tuple[str, int]:
+def _model_and_state_width(task: str) -> tuple[str, int]:
     """The compiled scene's fingerprint (cached expert results are valid for this model only) and
     the width of its privileged state (demonstrations are valid for this model and layout only)."""
     from envs.env import XTrainerEnv
@@ -359,7 +359,7 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
         results["expert"] = {"skipped": NO_EXPERT}
     else:
         t = stage(1, f"expert rollouts: {task}, {profile.expert_rollouts} per split")
-        model, env_width = _model_fingerprint(task)
+        model, env_width = _model_and_state_width(task)
         results["expert"] = {}
         for split in ("id", "ood"):
             seeds_e = list(range(args.seed, args.seed + profile.expert_rollouts))

@@ -57,16 +57,16 @@ def _box(name: str, half, pos, extra: str = "") -> str:
 
 
 def _walls(sx: float, hx: float, hy: float, shx: float, shy: float, z0: float, z1: float, back: float,
-           extra: str, suffix: str) -> list[str]:
+           extra: str) -> list[str]:
     """The strip's walls around the socket opening (half sizes ``shx`` x ``shy`` at ``sx``) between
     heights ``z0`` and ``z1``, set back from the opening by ``back``."""
     c, h = (z0 + z1) / 2, (z1 - z0) / 2
     left_len, right_len = (sx - shx - back) + hx, hx - (sx + shx + back)
     side_len = hy - shy - back
-    return [_box(f"strip_left{suffix}", (left_len / 2, hy, h), (-hx + left_len / 2, 0, c), extra),
-            _box(f"strip_right{suffix}", (right_len / 2, hy, h), (hx - right_len / 2, 0, c), extra),
-            _box(f"strip_front{suffix}", (shx + back, side_len / 2, h), (sx, -hy + side_len / 2, c), extra),
-            _box(f"strip_back{suffix}", (shx + back, side_len / 2, h), (sx, hy - side_len / 2, c), extra)]
+    return [_box("strip_left", (left_len / 2, hy, h), (-hx + left_len / 2, 0, c), extra),
+            _box("strip_right", (right_len / 2, hy, h), (hx - right_len / 2, 0, c), extra),
+            _box("strip_front", (shx + back, side_len / 2, h), (sx, -hy + side_len / 2, c), extra),
+            _box("strip_back", (shx + back, side_len / 2, h), (sx, hy - side_len / 2, c), extra)]
 
 
 def _socket_ring(sx: float, shx: float, shy: float, width: float, z0: float, z1: float, extra: str) -> list[str]:
@@ -161,7 +161,7 @@ class UsbTask(Task):
             # `lead` wide fills the gap below the chamfer and the 45-degree plates of _lead_in
             # cover the chamfer. The walls stay whole boxes: a seam across the faces the left
             # gripper holds made the strip slip in the expert's hand (6/100 dropped).
-            *_walls(sx, hx, hy, shx, shy, floor_z, hz, lead, mate, ""),
+            *_walls(sx, hx, hy, shx, shy, floor_z, hz, lead, mate),
             *_socket_ring(sx, shx, shy, lead, floor_z, hz - lead, mate),
             # decorative outlets and switch (no collision)
             *[_box(f"strip_outlet{i}", (0.008, 0.008, 0.0005), (x, 0, hz), 'rgba="0.2 0.2 0.2 1" contype="0" conaffinity="0" mass="0"')
@@ -258,11 +258,7 @@ class UsbTask(Task):
         return site_pose(data, self.plug_site)
 
     def plug_state(self, data: mujoco.MjData) -> PlugState:
-        S, P = self.socket_pose(data), self.plug_pose(data)
-        rel_p = S[:3, :3].T @ (P[:3, 3] - S[:3, 3])
-        rel_R = S[:3, :3].T @ P[:3, :3]
-        tilt = float(np.arccos(np.clip(rel_R[2, 2], -1, 1)))
-        return PlugState(lateral=rel_p[:2].copy(), depth=float(-rel_p[2]), tilt=tilt)
+        return plug_in_socket(self.socket_pose(data), self.plug_pose(data))
 
     def contacts(self, data: mujoco.MjData, geoms_a: set[int], geoms_b: set[int]) -> set[int]:
         """Geoms of ``geoms_a`` touching any geom of ``geoms_b``."""
@@ -348,11 +344,11 @@ class UsbTask(Task):
         on_strip = bool(self.contacts(data, {self.plug_geom}, self.strip_geoms))
         if on_strip and ps.depth <= 0.0005 and np.any(np.abs(ps.lateral) > self.clearance):
             out.append("bezel_contact")
-        at_mouth = bool(np.all(np.abs(ps.lateral) < self.clearance + self.lead + 0.001))  # not below it, elsewhere
-        if at_mouth and 0.0005 < ps.depth < SOCKET_DEPTH - SEATED_TOL and ps.tilt > TILTED_ENTRY_RAD:
-            out.append("tilted_entry")
-        # Stalled: the plug sits at (or in) the socket mouth and its depth has not grown for a while.
+        # At (or in) the socket mouth; a plug below the mouth's plane elsewhere is not entering.
         near_socket = ps.depth > -0.003 and bool(np.all(np.abs(ps.lateral) < 0.004))
+        if near_socket and 0.0005 < ps.depth < SOCKET_DEPTH - SEATED_TOL and ps.tilt > TILTED_ENTRY_RAD:
+            out.append("tilted_entry")
+        # Stalled: the plug sits at the socket and its depth has not grown for a while.
         if not near_socket:
             memo["best_depth"], memo["best_depth_step"] = -np.inf, memo["step"]
         elif ps.depth > memo["best_depth"] + STALL_PROGRESS_M:
@@ -382,7 +378,7 @@ class UsbTask(Task):
         parts.append(data.mocap_pos[self.holder_mocap])
         parts.append(data.mocap_quat[self.holder_mocap])
         S, P = self.socket_pose(data), self.plug_pose(data)
-        ps = self.plug_state(data)
+        ps = plug_in_socket(S, P)
         parts += [S[:3, 3], S[:3, 2], P[:3, 3], P[:3, 2], ps.lateral, [ps.depth]]
         # The same offsets at the insertion's own scale. A policy normalises each input by its
         # spread over the data set (centimetres to decimetres for these offsets), which leaves a
@@ -397,6 +393,14 @@ class UsbTask(Task):
         from envs.tasks.usb_expert import UsbExpert
 
         return UsbExpert(self)
+
+
+def plug_in_socket(S: np.ndarray, P: np.ndarray) -> PlugState:
+    """The plug tip frame ``P`` seen from the socket frame ``S`` (4x4 world poses)."""
+    rel_p = S[:3, :3].T @ (P[:3, 3] - S[:3, 3])
+    rel_R = S[:3, :3].T @ P[:3, :3]
+    tilt = float(np.arccos(np.clip(rel_R[2, 2], -1, 1)))
+    return PlugState(lateral=rel_p[:2].copy(), depth=float(-rel_p[2]), tilt=tilt)
 
 
 def clip_to_ball(v: np.ndarray, radius: float) -> np.ndarray:
