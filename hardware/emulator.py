@@ -666,16 +666,20 @@ def main(argv: list[str] | None = None) -> None:
                            feedback_port=args.feedback_port, model=args.model,
                            servoj_replies=args.servoj_replies, faults=faults, grippers=not args.no_grippers)
     emu.start()
-    for arm, a in emu.arms.items():
-        print(f"{arm} arm ({args.firmware}, {args.model}) on {a.host}: {a.ports}", flush=True)
-    for arm, g in emu.grippers.items():
-        print(f"{arm} gripper (Feetech ID {g.servo_id}) on {g.path}", flush=True)
-    links = link_grippers({arm: g.path for arm, g in emu.grippers.items()}, args.gripper_links) \
-        if emu.grippers and args.gripper_links else {}
-    if links:
-        print("gripper links: " + ", ".join(str(link) for link in links), flush=True)
+    links: dict[Path, str] = {}
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C (links, sockets, ptys)
+    # Everything after start() runs inside the try: a Ctrl-C that arrives while the banner is still
+    # being printed must clean up and exit 0 like one that arrives later.
     try:
+        if emu.grippers and args.gripper_links:
+            links = link_grippers({arm: g.path for arm, g in emu.grippers.items()}, args.gripper_links)
+        for arm, a in emu.arms.items():
+            print(f"{arm} arm ({args.firmware}, {args.model}) on {a.host}: {a.ports}", flush=True)
+        for arm, g in emu.grippers.items():
+            print(f"{arm} gripper (Feetech ID {g.servo_id}) on {g.path}", flush=True)
+        if links:
+            print("gripper links: " + ", ".join(str(link) for link in links), flush=True)
+        print("ready", flush=True)
         t0 = time.monotonic()
         while True:
             time.sleep(0.1)

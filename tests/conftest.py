@@ -1,3 +1,4 @@
+import gc
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -7,6 +8,21 @@ import pytest
 
 import envs  # noqa: F401  (registers the gymnasium ids)
 from envs.env import XTrainerEnv
+
+
+@pytest.fixture(autouse=True)
+def _no_full_gc_pause_in_hardware_tests(request):
+    """The hardware tests run the controller emulator in this process under 100 ms feedback limits;
+    a full garbage collection over the heap the earlier tests leave (~600k objects) pauses the whole
+    process for 100-300 ms. Freezing the objects that exist before the test keeps collections short."""
+    if not request.module.__name__.startswith("test_hardware"):
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 entry point (SPEC §8)."""
 
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,20 +166,43 @@ def _free_port() -> int:
     return port
 
 
-def test_command_line_serves_both_arms_until_interrupted():
-    d, m, f = _free_port(), _free_port(), _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "hardware.emulator", "--dashboard-port", str(d),
-                             "--motion-port", str(m), "--feedback-port", str(f)],
+def _start_emulator(*args: str) -> tuple[subprocess.Popen, queue.Queue]:
+    """``python -m hardware.emulator ARGS`` with its output lines fed to a queue (so a missing line
+    fails the test after a timeout instead of blocking it)."""
+    proc = subprocess.Popen([sys.executable, "-m", "hardware.emulator", *args],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)},
                             # a shell that started pytest in the background leaves SIGINT ignored
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    return proc, lines
+
+
+def _next_lines(lines: queue.Queue, n: int, timeout_s: float = 30.0) -> list[str]:
+    deadline, got = time.monotonic() + timeout_s, []
+    while len(got) < n:
+        try:
+            got.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"the emulator printed only {got} in {timeout_s} s") from None
+    return got
+
+
+def test_command_line_serves_both_arms_until_interrupted(tmp_path):
+    d, m, f = _free_port(), _free_port(), _free_port()
+    proc, out = _start_emulator("--dashboard-port", str(d), "--motion-port", str(m), "--feedback-port", str(f),
+                                "--gripper-links", str(tmp_path))
+    links = [tmp_path / "gripper_left", tmp_path / "gripper_right"]
     try:
-        lines = [proc.stdout.readline() for _ in range(4)]
+        lines = _next_lines(out, 6)
+        assert lines[5] == "ready\n", lines  # printed once everything is served and linked
         assert lines[0].startswith("left arm (V3, nova2) on 127.0.0.1") and "127.0.0.2" in lines[1], lines
-        for line, servo_id in zip(lines[2:], (21, 22)):
+        assert lines[4] == f"gripper links: {links[0]}, {links[1]}\n", lines
+        for line, servo_id, link in zip(lines[2:4], (21, 22), links):
             assert f"gripper (Feetech ID {servo_id}) on /dev/" in line, lines
-            port = ft.SerialPort(line.split(" on ")[1].strip())
+            assert os.readlink(link) == line.split(" on ")[1].strip()
+            port = ft.SerialPort(str(link))
             try:
                 ft.FeetechBus(port, timeout_s=0.2).ping(servo_id)
             finally:
@@ -189,3 +214,17 @@ def test_command_line_serves_both_arms_until_interrupted():
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=5) == 0
+    assert not any(link.is_symlink() for link in links)  # its links go with it
+
+
+def test_command_line_cleans_up_when_interrupted_while_starting(tmp_path):
+    """Ctrl-C during the banner (before "ready") still exits 0 and removes the gripper links."""
+    proc, lines = _start_emulator("--dashboard-port", str(_free_port()), "--motion-port", str(_free_port()),
+                                  "--feedback-port", str(_free_port()), "--gripper-links", str(tmp_path))
+    first = _next_lines(lines, 1)[0]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+    out = first + "".join(lines.queue)
+    assert proc.returncode == 0, out
+    assert first.startswith("left arm"), out
+    assert not any(p.is_symlink() for p in tmp_path.iterdir()), out
