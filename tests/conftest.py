@@ -14,7 +14,8 @@ from envs.env import XTrainerEnv
 def _no_full_gc_pause_in_hardware_tests(request):
     """The hardware tests run the controller emulator in this process under 100 ms feedback limits;
     a full garbage collection over the heap the earlier tests leave (~600k objects) pauses the whole
-    process for 100-300 ms. Freezing the objects that exist before the test keeps collections short."""
+    process for up to ~400 ms (results/perf/gc_pauses.json). Freezing the objects that exist before
+    the test keeps collections short."""
     if not request.module.__name__.startswith("test_hardware"):
         yield
         return
