@@ -166,9 +166,11 @@ def _free_port() -> int:
     return port
 
 
-def _start_emulator(*args: str) -> tuple[subprocess.Popen, queue.Queue]:
-    """``python -m hardware.emulator ARGS`` with its output lines fed to a queue (so a missing line
-    fails the test after a timeout instead of blocking it)."""
+def _start_emulator(link_dir: Path, dashboard: int, motion: int, feedback: int) -> tuple[subprocess.Popen, queue.Queue]:
+    """``python -m hardware.emulator`` on these ports, linking its grippers in ``link_dir``, with its
+    output lines fed to a queue (so a missing line fails the test after a timeout instead of blocking it)."""
+    args = ["--dashboard-port", str(dashboard), "--motion-port", str(motion), "--feedback-port", str(feedback),
+            "--gripper-links", str(link_dir)]
     proc = subprocess.Popen([sys.executable, "-m", "hardware.emulator", *args],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -191,8 +193,7 @@ def _next_lines(lines: queue.Queue, n: int, timeout_s: float = 30.0) -> list[str
 
 def test_command_line_serves_both_arms_until_interrupted(tmp_path):
     d, m, f = _free_port(), _free_port(), _free_port()
-    proc, out = _start_emulator("--dashboard-port", str(d), "--motion-port", str(m), "--feedback-port", str(f),
-                                "--gripper-links", str(tmp_path))
+    proc, out = _start_emulator(tmp_path, d, m, f)
     links = [tmp_path / "gripper_left", tmp_path / "gripper_right"]
     try:
         lines = _next_lines(out, 6)
@@ -219,8 +220,7 @@ def test_command_line_serves_both_arms_until_interrupted(tmp_path):
 
 def test_command_line_cleans_up_when_interrupted_while_starting(tmp_path):
     """Ctrl-C during the banner (before "ready") still exits 0 and removes the gripper links."""
-    proc, lines = _start_emulator("--dashboard-port", str(_free_port()), "--motion-port", str(_free_port()),
-                                  "--feedback-port", str(_free_port()), "--gripper-links", str(tmp_path))
+    proc, lines = _start_emulator(tmp_path, _free_port(), _free_port(), _free_port())
     first = _next_lines(lines, 1)[0]
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=10)
