@@ -81,7 +81,8 @@ class Profile:
 PROFILES = {
     # A real comparison on a 2-core CPU in about an hour from scratch (fewer seeds, pairs, steps
     # and rollouts than the paper; the report says so). SFT: 7000 steps keep the base's training
-    # under issue 4's 20 minutes here (8000 took 1252 s; a step costs 140-160 ms on these 2 cores).
+    # under issue 4's 20 minutes here (8000 took 1252 s; a step cost 132-156 ms on these 2 cores:
+    # results/usb/sft_base_train.json and explore/base8000_train.json).
     "default": Profile(expert_rollouts=100, demos=100, sft_steps=7000, sft_batch=64, seeds=1, rounds=2,
                        pairs="10,10", steps=300, batch_size=32, rollouts=20),
     # The paper's protocol (3 seeds x 100 rollouts x 3 rounds, USB pair counts) for a bigger machine.
