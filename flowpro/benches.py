@@ -50,11 +50,13 @@ class SimulatedBench:
                        operator_kwargs={"handback": cfg.handback, "stall_s": cfg.stall_s}, progress=self.progress)
 
     def evaluate(self, task: str, policy_dir: str | Path, split: str, rollouts: int, record: Path,
-                 workers: int | None = None) -> list[dict]:
-        """``rollouts`` rollouts on seeds ``EVAL_SEED, EVAL_SEED + 1, ...`` (``record`` is for real sessions)."""
+                 workers: int | None = None, seed: int | None = None) -> list[dict]:
+        """``rollouts`` rollouts on seeds ``seed, seed + 1, ...`` (default ``EVAL_SEED``, the test scenes;
+        ``record`` is for real sessions)."""
         from benchmarks.evaluate import EVAL_SEED, evaluate
 
-        return evaluate(task, policy_dir, list(range(EVAL_SEED, EVAL_SEED + rollouts)), split, workers)
+        first = EVAL_SEED if seed is None else seed
+        return evaluate(task, policy_dir, list(range(first, first + rollouts)), split, workers)
 
     def close(self) -> None:
         pass
@@ -103,16 +105,17 @@ class RealBench:
         return out
 
     def evaluate(self, task: str, policy_dir: str | Path, split: str, rollouts: int, record: Path,
-                 workers: int | None = None) -> list[dict]:
-        """``rollouts`` rollouts (seeds ``EVAL_SEED, ...`` seed the policy's noise), each appended to
-        ``record`` (JSON lines) as it ends, so an interrupted evaluation continues where it stopped."""
+                 workers: int | None = None, seed: int | None = None) -> list[dict]:
+        """``rollouts`` rollouts (seeds ``seed, ...``, default ``EVAL_SEED``, seed the policy's noise), each
+        appended to ``record`` (JSON lines) as it ends, so an interrupted evaluation continues where it stopped."""
         from benchmarks.evaluate import EVAL_SEED
         from hardware.run import evaluate_real
 
         print(f"[bench] evaluating {policy_dir}: {rollouts} rollout(s) of split {split!r}; set up "
               f"{'out-of-distribution' if split == 'ood' else 'in-distribution'} scenes", file=sys.stderr, flush=True)
         with self._faults():
-            results = evaluate_real(self.robot, policy_dir, rollouts, record, task=task, seed=EVAL_SEED,
+            results = evaluate_real(self.robot, policy_dir, rollouts, record, task=task,
+                                    seed=EVAL_SEED if seed is None else seed,
                                     **self._open(task, policy_dir))
         if len(results) < rollouts:
             raise BenchStopped(f"the operator ended the session with {len(results)} of {rollouts} rollouts in "

@@ -69,6 +69,8 @@ class RPROConfig:
     seed: int = 0
     eval_rollouts: int = 50  # per split, after every round (0: no evaluation)
     eval_splits: str = "id,ood"
+    eval_seed: int = 1000  # rollout i of an evaluation uses eval_seed + i: benchmarks.evaluate.EVAL_SEED, the test
+    #                        scenes, unless a hyperparameter sweep evaluates on its tuning scenes (benchmarks/sweep.py)
     handback: str = "completion"
     stall_s: float = 8.0  # the oracle's patience without stage progress
     hack_r_w_min: float = -5.0  # reward-hacking monitor: running-mean r_w below this ...
@@ -95,11 +97,14 @@ class RPROConfig:
 
     def record(self) -> dict[str, Any]:
         """The configuration as ``config.json`` holds it and the benchmark runner hashes it. A
-        simulated run leaves the real-bench fields out, so runs made before they existed keep
-        their identity (a rerun resumes them, the runner's caches stay valid)."""
+        simulated run leaves the real-bench fields out, and a run on the test scenes ``eval_seed``, so
+        runs made before they existed keep their identity (a rerun resumes them, the runner's caches
+        stay valid)."""
         out = asdict(self)
         if self.backend == "sim":
             del out["backend"], out["robot_config"]
+        if self.eval_seed == RPROConfig.eval_seed:
+            del out["eval_seed"]
         return out
 
     def __post_init__(self) -> None:
@@ -461,7 +466,7 @@ def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bo
             row["evaluation"] = {}
             for split in cfg.eval_splits.split(","):
                 results = bench.evaluate(cfg.task, policy_dir, split, cfg.eval_rollouts, rdir / f"eval_{split}.jsonl",
-                                         cfg.workers)
+                                         cfg.workers, seed=cfg.eval_seed)
                 row["evaluation"][split] = {**summarize(results), "rollouts": results}
                 print(f"[round {k}/{cfg.rounds}] {split}: SR {row['evaluation'][split]['success_rate']:.2f}",
                       file=sys.stderr)
