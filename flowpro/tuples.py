@@ -41,15 +41,36 @@ class PairTuples:
         return len(self.frame)
 
 
+def bridge_start(actions: np.ndarray, i: int) -> np.ndarray:
+    """Where a Case-1 bridge from frame ``i`` of ``tau^l`` starts: the command in effect there.
+
+    On a position-servo robot (the simulator's joint servos, the X-Trainer's ServoJ, the Feetech
+    grippers) the measured pose is not the command. An arm lags its command by the tracking
+    error, and a gripper closed on an object measures the object's width (USB: about 0.62 on
+    the strip and 0.19 on the lamp, both commanded 0). A bridge from the measured pose would
+    step the setpoint at its first row and, for a gripper, command it open on a held object:
+    executed from restored grasp states it loosened the grasp into a slip or a drop in 5 of 33
+    probes (0 of 33 from the command; docs/tuples.md). The last command ``actions[i - 1]`` is the
+    controller's own state at ``M``: a bridge from it continues what the robot was doing, for the
+    arms and the grippers alike, in the same representation (commands) as the chunk it joins.
+    """
+    if not 1 <= i < len(actions):
+        raise IndexError(f"frame {i} has no command before it in a trajectory of {len(actions)} frames")
+    return actions[i - 1]
+
+
 def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.ndarray, actions_w: np.ndarray,
                       h: int, m: int | None = None) -> PairTuples:
     """Case 1 (states on ``tau^l``) and Case 2 (states on ``tau^w``) tuples of one pair.
 
-    Case 1 samples ``M`` only from the prefix ``tau^l[0 : len - h]`` so that ``a^l`` (the next
+    Case 1 samples ``M`` only from the prefix ``tau^l[1 : len - h]`` so that ``a^l`` (the next
     ``h`` actions along ``tau^l``) lies inside ``tau^l`` and the contact-rich tail before the
-    rollback never starts a bridge; ``a^w`` bridges from ``M`` to the closest point of
-    ``tau^w`` by :func:`smooth_interpolate` with transition index ``m`` (default ``h // 2``).
-    Case 2 gives identical pairs ``a^w = a^l`` (their contrastive gradient cancels, SPEC §4).
+    rollback never starts a bridge. The closest point ``J`` on ``tau^w`` is found between
+    measured poses, and ``a^w`` bridges to it by :func:`smooth_interpolate` (transition index
+    ``m``, default ``h // 2``) from the *command in effect at M*, ``actions_l[i - 1]``, not from
+    the measured pose (see :func:`bridge_start`); frame 0 (the rollback state) has no recorded
+    command before it and starts no bridge. Case 2 gives identical pairs ``a^w = a^l`` (their
+    contrastive gradient cancels, paper Eq. 7-8).
     """
     m = h // 2 if m is None else m
     for name, s, a in (("tau^l", states_l, actions_l), ("tau^w", states_w, actions_w)):
@@ -58,10 +79,10 @@ def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.
     if len(states_w) == 0:
         raise ValueError("tau^w is empty: a pair needs a correction")
     sources, frames, a_ws, a_ls, pads = [], [], [], [], []
-    for i in range(max(0, len(states_l) - h)):  # Case 1: the prefix only
+    for i in range(1, max(0, len(states_l) - h)):  # Case 1: the prefix only
         j = closest_index(states_l[i], states_w)
         target, pad = chunk_at(actions_w, j, h)
-        a_ws.append(smooth_interpolate(states_l[i], target, m))
+        a_ws.append(smooth_interpolate(bridge_start(actions_l, i), target, m))
         a_ls.append(actions_l[i:i + h])
         pads.append(pad & (np.arange(h) >= m))  # the bridge rows are real; a^l never needs padding
         sources.append(SOURCE_L)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from trajectories import random_trajectory
 
+from flowpro.interpolation import closest_index, smooth_interpolate
 from flowpro.tuples import SOURCE_L, SOURCE_W, build_pair_tuples, chunk_at
 
 
@@ -31,7 +32,8 @@ def test_case1_uses_the_prefix_and_bridges_to_the_correction():
     h, m = 30, 15
     t = build_pair_tuples(s_l, a_l, s_w, a_w, h, m)
     case1 = np.flatnonzero(t.source == SOURCE_L)
-    assert t.frame[case1].tolist() == list(range(len(s_l) - h))  # sampling rule: prefix only
+    # sampling rule: the prefix only, from the first frame with a command before it
+    assert t.frame[case1].tolist() == list(range(1, len(s_l) - h))
     for k in case1:
         i = t.frame[k]
         assert np.array_equal(t.a_l[k], a_l[i:i + h])  # a^l lies inside tau^l
@@ -42,6 +44,25 @@ def test_case1_uses_the_prefix_and_bridges_to_the_correction():
     target_rows = t.a_w[k, m:]
     hits = [j for j in range(len(a_w)) if np.allclose(np.vstack([a_w[j:], a_w[-1:].repeat(h, 0)])[m:h], target_rows)]
     assert hits
+
+
+def test_bridges_start_from_the_command_in_effect_not_the_measured_pose():
+    """A gripper closed on an object measures the object's width (0.62 on the USB strip) while it
+    is commanded 0: a bridge must keep commanding 0, and the arms start from their last command."""
+    rng = np.random.default_rng(4)
+    s_l, a_l, s_w, a_w = _pair(rng)
+    for arr, g in ((s_l, 0.62), (a_l, 0.0), (s_w, 0.62), (a_w, 0.0)):
+        arr[:, 9] = g
+    a_l[:, [0, 1, 2]] += 0.004  # the arm lags its command by a few millimetres
+    h, m = 30, 15
+    t = build_pair_tuples(s_l, a_l, s_w, a_w, h, m)
+    case1 = np.flatnonzero(t.source == SOURCE_L)
+    assert len(case1) and np.all(t.a_w[case1][:, :, 9] == 0.0)  # never commanded open
+    for k in case1:
+        i = t.frame[k]
+        target, _ = chunk_at(a_w, closest_index(s_l[i], s_w), h)  # J: found between measured poses
+        assert np.array_equal(t.a_w[k], smooth_interpolate(a_l[i - 1], target, m))
+        assert not np.allclose(t.a_w[k], smooth_interpolate(s_l[i], target, m))
 
 
 def test_case2_identical_pairs_with_padding_near_the_end():
