@@ -107,3 +107,36 @@ def test_bad_pair_poses_are_named_by_pair_and_frame():
     bad_a[2, 15] = np.nan
     with pytest.raises(ValueError, match=r"pair 7 tau\^l action: non-finite values at frame 2"):
         split_pairs(pair_id, role, states, bad_a)
+
+
+def test_tuples_demonstrations_and_the_policy_share_one_representation(usb_pairs):
+    """On the frames of a real pair, a Case-2 tuple is exactly the chunk (and padding) a
+    demonstration dataset gives, and a relative-action policy maps both through one
+    ``actions_to_model`` against the tuple's own observed state, invertibly."""
+    import dataclasses
+
+    import torch
+
+    from conftest import USB_ENV_STATE_DIM
+    from flowpro.data import ChunkDataset, PreferenceDataset
+    from flowpro.policies import BuiltinConfig, BuiltinVLA
+    from flowpro.policies.base import ACTION, ACTION_PAD, OBS_STATE
+
+    cfg = BuiltinConfig(use_images=False, cameras=(), env_state_dim=USB_ENV_STATE_DIM, d_model=32, n_layers=1,
+                        n_heads=2, relative_actions=True)
+    pref = PreferenceDataset(usb_pairs, cfg, use_images=False, env_state=True)
+    demo_view = ChunkDataset(usb_pairs, cfg, use_images=False, env_state=True)  # the same frames as demonstrations
+    assert torch.equal(pref.stats[ACTION]["mean"], demo_view.stats[ACTION]["mean"])  # one normalisation
+    policy = BuiltinVLA(dataclasses.replace(cfg))
+    policy.set_normalization(pref.stats)
+    case2 = [k for k in range(len(pref)) if pref.source[k] == SOURCE_W]
+    case1 = [k for k in range(len(pref)) if pref.source[k] == SOURCE_L]
+    assert case2 and case1
+    for k in case2[::7]:
+        t, d = pref[k], demo_view[int(pref.frame[k])]
+        assert torch.equal(t[ACTION], d[ACTION]) and torch.equal(t[ACTION_PAD], d[ACTION_PAD])
+    for k in (case1 + case2)[::5]:
+        t = pref[k]
+        batch = {OBS_STATE: t[OBS_STATE][None]}
+        x = policy.actions_to_model(t[ACTION][None], batch)
+        assert torch.allclose(policy.actions_from_model(x, batch)[0], t[ACTION], atol=1e-5)
