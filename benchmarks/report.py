@@ -191,7 +191,12 @@ def _selection_section(results: dict) -> list[str]:
     lines += ["Values chosen by a sweep, and the seeds they were chosen on (`selection` in `results.json`); the "
               "evaluation above runs on its own seeds.", ""]
     items = selection.items() if isinstance(selection, dict) else [("selection", selection)]
-    return lines + [f"- {key}: {json.dumps(value)}" for key, value in items]
+    for key, value in items:  # one level of nesting as sub-items (e.g. one sweep record per method)
+        if isinstance(value, dict):
+            lines += [f"- {key}:", *(f"  - {k}: {json.dumps(v)}" for k, v in value.items())]
+        else:
+            lines.append(f"- {key}: {json.dumps(value)}")
+    return lines
 
 
 def _pooled_rate(evaluations: list[dict]) -> tuple[int, int]:

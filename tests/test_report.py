@@ -92,7 +92,7 @@ def test_report_prints_the_selection_protocol(tmp_path):
     selection = {"chosen": {"lr": 3e-5, "beta": 100.0}, "tuning_seeds": [0, 1, 2]}
     report = _write(tmp_path, {**_results(), "selection": selection})
     section = report.split("## Selection protocol")[1].split("\n## ")[0]
-    assert '- chosen: {"lr": 3e-05, "beta": 100.0}' in section and "- tuning_seeds: [0, 1, 2]" in section
+    assert "- chosen:\n  - lr: 3e-05\n  - beta: 100.0" in section and "- tuning_seeds: [0, 1, 2]" in section
     assert "fixed in advance" not in section
 
 
