@@ -5,8 +5,9 @@
 Writes ``report.md`` next to it with a Table-1-style table (SR mean ± std over seeds, Wilson 95 %
 interval of the pooled count, completion time, the paper's numbers for orientation), per-round
 SR, CMH tests of FlowPRO-RPRO against each comparator, a sign test against the strongest one,
-loss ablations, stage times, and the plots ``sr_per_round.png`` (paper Fig. 3),
-``implicit_rewards.png`` (Fig. 4a) and ``ablations.png`` (Fig. 4b).
+paired exact McNemar tests against each baseline and the SFT base with the minimum detectable
+difference, the selection protocol, loss ablations, stage times, and the plots ``sr_per_round.png``
+(paper Fig. 3), ``implicit_rewards.png`` (Fig. 4a), ``paired_outcomes.png`` and ``ablations.png`` (Fig. 4b).
 """
 
 from __future__ import annotations
