@@ -181,7 +181,7 @@ class XTrainerEnv(gym.Env):
         self._init_python_state(init)
         self._write_ctrl(self._py["q_target"], self._py["q_target"], 1.0)
         mujoco.mj_forward(self.model, self.data)
-        return self.observe(), self._info(ik=None)
+        return self.observe(), self._info(ik=None, view=self.task.view(self.data))
 
     def step(self, action):
         obs, info = self.act(action)
@@ -221,8 +221,10 @@ class XTrainerEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self.data.qacc_warmstart[:] = warmstart
         self._py["step"] += 1
-        self._update_task_status()
-        return self.observe(), self._info(ik=reports)
+        # The task's predicates read one view of this state (one contact scan), taken here once.
+        view = self.task.view(self.data)
+        self._update_task_status(view)
+        return self.observe(), self._info(ik=reports, view=view)
 
     def _validate(self, action) -> np.ndarray:
         return validate_action(action, self.action_mode)
@@ -232,9 +234,9 @@ class XTrainerEnv(gym.Env):
             self.data.ctrl[self._act_arm[a]] = (1 - alpha) * q_from[a] + alpha * q_to[a]
             self.data.ctrl[self._act_finger[a]] = self._py["grip_target"][a] * FINGER_TRAVEL_M
 
-    def _update_task_status(self) -> None:
+    def _update_task_status(self, view: Any) -> None:
         py = self._py
-        if self.task.is_success(self.data):
+        if self.task.is_success(self.data, view):
             py["success_steps"] += 1
         else:
             py["success_steps"] = 0
@@ -242,14 +244,14 @@ class XTrainerEnv(gym.Env):
         if py["success_steps"] >= max(hold, 1) and py["first_success_s"] is None:
             # Completion time = when the success predicate first began to hold.
             py["first_success_s"] = (py["step"] - py["success_steps"] + 1) * self.control_dt
-        py["failures_now"] = self.task.failures(self.data, py["memo"])
+        py["failures_now"] = self.task.failures(self.data, py["memo"], view)
         py["failures_seen"] += [k for k in py["failures_now"] if k not in py["failures_seen"]]
 
-    def _info(self, ik) -> dict[str, Any]:
+    def _info(self, ik, view: Any) -> dict[str, Any]:
         py = self._py
         return {
             "task": self.task_description,
-            "stage": self.task.stage(self.data, py["memo"]),
+            "stage": self.task.stage(self.data, py["memo"], view),
             "is_success": py["first_success_s"] is not None,
             "completion_time_s": py["first_success_s"],
             "failures": list(py["failures_now"]),

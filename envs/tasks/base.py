@@ -73,16 +73,22 @@ class Task(ABC):
         """Per-episode Python-side task state (e.g. progress history for stall detection)."""
         return {}
 
+    def view(self, data: mujoco.MjData) -> Any:
+        """What ``stage``, ``is_success`` and ``failures`` share about the current state (e.g. one
+        scan of the contacts). The environment computes it once per control step and passes it to
+        all three as ``view``; without one (None, the default here) each reads ``data`` itself."""
+        return None
+
     @abstractmethod
-    def stage(self, data: mujoco.MjData, memo: dict[str, Any]) -> str:
+    def stage(self, data: mujoco.MjData, memo: dict[str, Any], view: Any = None) -> str:
         """Name of the current stage, for operators, experts and reports."""
 
     @abstractmethod
-    def is_success(self, data: mujoco.MjData) -> bool:
+    def is_success(self, data: mujoco.MjData, view: Any = None) -> bool:
         """Instantaneous success predicate; the env requires it to hold ``success_hold_s``."""
 
     @abstractmethod
-    def failures(self, data: mujoco.MjData, memo: dict[str, Any]) -> list[str]:
+    def failures(self, data: mujoco.MjData, memo: dict[str, Any], view: Any = None) -> list[str]:
         """Failure kinds detected now (may update ``memo``)."""
 
     @abstractmethod

@@ -64,13 +64,13 @@ class ReachTask(Task):
 
     stages = ("reaching", "holding")
 
-    def stage(self, data, memo) -> str:
+    def stage(self, data, memo, view=None) -> str:
         return "holding" if self.is_success(data) else "reaching"
 
-    def is_success(self, data) -> bool:
+    def is_success(self, data, view=None) -> bool:
         return all(e < TOLERANCE_M for e in self._errors(data).values())
 
-    def failures(self, data, memo) -> list[str]:
+    def failures(self, data, memo, view=None) -> list[str]:
         return []
 
     def privileged_state(self, data) -> np.ndarray:

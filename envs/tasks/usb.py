@@ -128,6 +128,20 @@ class PlugState:
     tilt: float  # angle between plug axis and socket axis
 
 
+@dataclass(frozen=True)
+class UsbView:
+    """What the USB predicates read of one state, taken once per control step."""
+
+    plug: PlugState
+    fingers_on: dict[str, int]  # "strip": left fingers touching the strip; "lamp": right fingers on the lamp
+    plug_on_strip: bool
+    strip_lifted: bool
+    lamp_out_of_holder: bool
+
+    def held(self, obj: str) -> bool:
+        return self.fingers_on[obj] == 2
+
+
 @register_task
 class UsbTask(Task):
     name = "usb"
@@ -297,36 +311,41 @@ class UsbTask(Task):
         return float(np.arccos(np.clip(data.xmat[body_id][8], -1, 1)))
 
     # ------------------------------------------------------------------ task predicates
-    def is_success(self, data) -> bool:
-        ps = self.plug_state(data)
+    def view(self, data: mujoco.MjData) -> UsbView:
+        return UsbView(plug=self.plug_state(data),
+                       fingers_on={"strip": len(self.contacts(data, self.finger_geoms["left"], self.strip_geoms)),
+                                   "lamp": len(self.contacts(data, self.finger_geoms["right"], self.lamp_geoms))},
+                       plug_on_strip=bool(self.contacts(data, {self.plug_geom}, self.strip_geoms)),
+                       strip_lifted=self.strip_lifted(data), lamp_out_of_holder=self.lamp_out_of_holder(data))
+
+    def is_success(self, data, view: UsbView | None = None) -> bool:
+        ps = (view or self.view(data)).plug
         return (ps.depth >= SOCKET_DEPTH - SEATED_TOL and ps.tilt <= AXIS_TOL_RAD
                 and bool(np.all(np.abs(ps.lateral) <= self.clearance + 2e-4)))
 
-    def stage(self, data, memo) -> str:
-        ps = self.plug_state(data)
-        if self.is_success(data):
+    def stage(self, data, memo, view: UsbView | None = None) -> str:
+        v = view or self.view(data)
+        ps = v.plug
+        if self.is_success(data, v):
             return "seated"
         if ps.depth > 0 and bool(np.all(np.abs(ps.lateral) < 0.002)):
             return "insert"
-        strip_ok = self.held(data, "left", "strip") and self.strip_lifted(data)
-        lamp_ok = self.held(data, "right", "lamp") and self.lamp_out_of_holder(data)
-        if strip_ok and lamp_ok:
+        if v.held("strip") and v.strip_lifted and v.held("lamp") and v.lamp_out_of_holder:
             return "align"
-        if self.held(data, "left", "strip") or self.held(data, "right", "lamp"):
+        if v.held("strip") or v.held("lamp"):
             return "lift"
         return "grasp"
 
     def new_memo(self) -> dict[str, Any]:
         return {"step": 0, "grasp_rel": {}, "best_depth": -np.inf, "best_depth_step": 0}
 
-    def failures(self, data, memo) -> list[str]:
+    def failures(self, data, memo, view: UsbView | None = None) -> list[str]:
+        v = view or self.view(data)
         memo["step"] += 1
         out: list[str] = []
-        for arm, obj, lifted in (("left", "strip", self.strip_lifted(data)),
-                                 ("right", "lamp", self.lamp_out_of_holder(data))):
-            held = self.held(data, arm, obj)
-            touching = bool(self.contacts(data, self.finger_geoms[arm], self.strip_geoms if obj == "strip" else self.lamp_geoms))
-            if self.gripper_opening(data, arm) < 0.004 and not touching and not lifted:
+        for arm, obj, lifted in (("left", "strip", v.strip_lifted), ("right", "lamp", v.lamp_out_of_holder)):
+            held = v.held(obj)
+            if self.gripper_opening(data, arm) < 0.004 and not v.fingers_on[obj] and not lifted:
                 out.append(f"{obj}_grasp_missed")
             rel = np.linalg.inv(self.tool_pose(data, arm)) @ self.object_pose(data, obj)
             if held and lifted and obj not in memo["grasp_rel"]:
@@ -340,9 +359,8 @@ class UsbTask(Task):
             out.append("strip_dropped")
         if self._lamp_dropped(data):
             out.append("lamp_dropped")
-        ps = self.plug_state(data)
-        on_strip = bool(self.contacts(data, {self.plug_geom}, self.strip_geoms))
-        if on_strip and ps.depth <= 0.0005 and np.any(np.abs(ps.lateral) > self.clearance):
+        ps = v.plug
+        if v.plug_on_strip and ps.depth <= 0.0005 and np.any(np.abs(ps.lateral) > self.clearance):
             out.append("bezel_contact")
         # At (or in) the socket mouth; a plug below the mouth's plane elsewhere is not entering.
         near_socket = ps.depth > -0.003 and bool(np.all(np.abs(ps.lateral) < 0.004))
@@ -353,7 +371,8 @@ class UsbTask(Task):
             memo["best_depth"], memo["best_depth_step"] = -np.inf, memo["step"]
         elif ps.depth > memo["best_depth"] + STALL_PROGRESS_M:
             memo["best_depth"], memo["best_depth_step"] = ps.depth, memo["step"]
-        elif not self.is_success(data) and (memo["step"] - memo["best_depth_step"]) * self.control_dt > STALL_WINDOW_S:
+        elif (not self.is_success(data, v)
+              and (memo["step"] - memo["best_depth_step"]) * self.control_dt > STALL_WINDOW_S):
             out.append("stalled")
         return out
 
