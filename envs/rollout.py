@@ -75,7 +75,7 @@ class EpisodeResult:
     steps: int
     time_s: float
     failures_seen: list[str]
-    terminated_by: str  # "success", "failure:<kind>", "time_limit" or "stopped"
+    terminated_by: str  # "success", "failure:<kind>", "time_limit", "stopped"; rollout_batch: "error:<type>: <msg>"
     stages_seen: list[str] = field(default_factory=list)  # in order of first appearance: how far it got
     initial_state: dict[str, float] = field(default_factory=dict)
     trajectory: list[StepRecord] = field(default_factory=list, repr=False)
@@ -89,45 +89,137 @@ class EpisodeResult:
 StepHook = Callable[[Backend, StepRecord], "str | None"]
 
 
+class _Episode:
+    """One episode's bookkeeping, shared by :func:`rollout` and :func:`rollout_batch`: reset on
+    construction, then ``plan`` a chunk whenever ``needs_chunk`` and ``step`` until ``done``."""
+
+    def __init__(self, backend: Backend, seed: int | None, options: dict | None, n_action_steps: int, record: bool):
+        self.backend, self.seed, self.n_action_steps, self.record = backend, seed, n_action_steps, record
+        self.obs, self.info = backend.reset(seed=seed, options=options)
+        self.initial_state = dict(getattr(backend, "initial_state", {}) or {})
+        self.stages = [self.info["stage"]] if "stage" in self.info else []
+        self.queue: list[np.ndarray] = []
+        self.trajectory: list[StepRecord] = []
+        self.steps = 0
+        self.ended_by: str | None = None  # None while it runs (and when it runs out of time)
+        self.error = False
+
+    @property
+    def done(self) -> bool:
+        return self.ended_by is not None or self.info["time_s"] >= self.backend.time_limit_s - 1e-9
+
+    @property
+    def needs_chunk(self) -> bool:
+        return not self.queue
+
+    def plan(self, chunk: np.ndarray) -> None:
+        self.queue = list(np.asarray(chunk)[:self.n_action_steps])
+
+    def step(self, hook: StepHook | None = None) -> None:
+        """Execute the next queued action."""
+        action = self.queue.pop(0)
+        prev_obs = self.obs
+        self.obs, info = self.backend.act(action)
+        self.info = info
+        self.steps += 1
+        if "stage" in info and info["stage"] not in self.stages:
+            self.stages.append(info["stage"])
+        step = StepRecord(prev_obs, np.asarray(action), info)
+        if self.record:
+            self.trajectory.append(step)
+        if info["is_success"]:
+            self.ended_by = "success"
+        # The hook sees a failing step before the episode ends on it: an operator may still roll back.
+        elif hook is not None and hook(self.backend, step) == "stop":
+            self.ended_by = "stopped"
+        elif info.get("terminal_failure"):
+            self.ended_by = f"failure:{info['terminal_failure']}"
+
+    def crash(self, error: Exception) -> None:
+        """End the episode on an exception raised by the backend (it counts as failed)."""
+        self.ended_by, self.error = f"error:{type(error).__name__}: {error}", True
+
+    def result(self) -> EpisodeResult:
+        info = self.info
+        return EpisodeResult(seed=self.seed, success=bool(info["is_success"]) and not self.error,
+                             completion_time_s=None if self.error else info["completion_time_s"],
+                             steps=self.steps, time_s=info["time_s"], failures_seen=list(info.get("failures_seen", [])),
+                             terminated_by=self.ended_by or "time_limit", stages_seen=self.stages,
+                             initial_state=self.initial_state, trajectory=self.trajectory)
+
+
+def _check_n_action_steps(n_action_steps: int) -> None:
+    if n_action_steps < 1:
+        raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
+
+
 def rollout(backend: Backend, policy: ChunkPolicy, *, seed: int | None = None, options: dict | None = None,
             n_action_steps: int = 15, record: bool = False, hook: StepHook | None = None) -> EpisodeResult:
     """Run one closed-loop episode with chunked execution (re-plan every ``n_action_steps``)."""
-    if n_action_steps < 1:
-        raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
-    obs, info = backend.reset(seed=seed, options=options)
+    _check_n_action_steps(n_action_steps)
+    episode = _Episode(backend, seed, options, n_action_steps, record)
     policy.reset()
-    trajectory: list[StepRecord] = []
-    steps, terminated_by = 0, "time_limit"
-    queue: list[np.ndarray] = []
-    initial_state = dict(getattr(backend, "initial_state", {}) or {})
-    stages = [info["stage"]] if "stage" in info else []
-    while info["time_s"] < backend.time_limit_s - 1e-9:
-        if not queue:
-            chunk = np.asarray(policy.predict_chunk(obs, backend.task_description))
-            queue = list(chunk[:n_action_steps])
-        action = queue.pop(0)
-        prev_obs = obs
-        obs, info = backend.act(action)
-        steps += 1
-        if "stage" in info and info["stage"] not in stages:
-            stages.append(info["stage"])
-        step = StepRecord(prev_obs, np.asarray(action), info)
-        if record:
-            trajectory.append(step)
-        if info["is_success"]:
-            terminated_by = "success"
-            break
-        # The hook sees a failing step before the episode ends on it: an operator may still roll back.
-        if hook is not None and hook(backend, step) == "stop":
-            terminated_by = "stopped"
-            break
-        if info.get("terminal_failure"):
-            terminated_by = f"failure:{info['terminal_failure']}"
-            break
-    return EpisodeResult(seed=seed, success=bool(info["is_success"]), completion_time_s=info["completion_time_s"],
-                         steps=steps, time_s=info["time_s"], failures_seen=list(info.get("failures_seen", [])),
-                         terminated_by=terminated_by, stages_seen=stages, initial_state=initial_state,
-                         trajectory=trajectory)
+    while not episode.done:
+        if episode.needs_chunk:
+            episode.plan(policy.predict_chunk(episode.obs, backend.task_description))
+        episode.step(hook)
+    return episode.result()
+
+
+class BatchChunkPolicy(Protocol):
+    def predict_chunks(self, episodes: list[int], observations: list[dict[str, Any]],
+                       instruction: str) -> list[np.ndarray]:
+        """One ``(H, action_dim)`` chunk per listed episode (indices into the batch's ``seeds``),
+        for its current observation; each episode keeps its own policy state (e.g. noise)."""
+        ...
+
+
+def rollout_batch(backends: list[Backend], policy: BatchChunkPolicy, seeds: list[int | None], *,
+                  options: dict | None = None, n_action_steps: int = 15) -> list[EpisodeResult]:
+    """The episodes of ``seeds`` in lock-step, one at a time per backend (a backend whose episode
+    ends starts the next seed), with one ``predict_chunks`` call per step for every episode that
+    must re-plan. Each episode runs exactly as :func:`rollout` would run it, except that an
+    exception in a backend's ``act`` ends only that episode, as failed with ``terminated_by =
+    "error:<type>: <message>"``. Results in the order of ``seeds``."""
+    _check_n_action_steps(n_action_steps)
+    if not backends:
+        raise ValueError("rollout_batch needs at least one backend")
+    instructions = {b.task_description for b in backends}
+    if len(instructions) != 1:
+        raise ValueError(f"rollout_batch runs one task at a time; the backends' instructions differ: {instructions}")
+    instruction = instructions.pop()
+    results: list[EpisodeResult | None] = [None] * len(seeds)
+    pending = iter(enumerate(seeds))
+    running: dict[int, tuple[int, _Episode]] = {}  # backend slot -> (episode index, episode)
+
+    def start(slot: int) -> None:
+        for index, seed in pending:
+            episode = _Episode(backends[slot], seed, options, n_action_steps, record=False)
+            if not episode.done:
+                running[slot] = (index, episode)
+                return
+            results[index] = episode.result()
+
+    for slot in range(min(len(backends), len(seeds))):
+        start(slot)
+    while running:
+        replan = [slot for slot, (_, episode) in running.items() if episode.needs_chunk]
+        if replan:
+            chunks = policy.predict_chunks([running[s][0] for s in replan], [running[s][1].obs for s in replan],
+                                           instruction)
+            for slot, chunk in zip(replan, chunks, strict=True):
+                running[slot][1].plan(chunk)
+        for slot in list(running):
+            index, episode = running[slot]
+            try:
+                episode.step()
+            except Exception as e:  # noqa: BLE001  (one crashed simulation must not end the others)
+                episode.crash(e)
+            if episode.done:
+                results[index] = episode.result()
+                del running[slot]
+                start(slot)
+    return results  # type: ignore[return-value]  (every index is filled once pending and running are empty)
 
 
 @contextmanager
