@@ -1,0 +1,84 @@
+"""How far are a round's preference tuples from what the base learned? (issue 14, part 1)
+
+    python scripts/tuple_diagnostics.py --policy runs/usb/sft_xxx --demos data/usb/demos_xxx \
+        --pairs runs/usb/pairs_round1_xxx --out results/usb/diagnostics/tuples_round1.json
+
+Under the policy, with one shared noise/time draw per sample (as the losses use them), the mean
+flow loss on demonstration frames (Case 3), on the corrections' states (Case 2) and on the
+Case-1 bridges; beside it the bridges' gaps, lengths and speeds and the demonstrations' and
+corrections' per-step moves (:mod:`flowpro.bridges`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowpro.bridges import bridge_statistics, demonstration_speeds
+from flowpro.data import ChunkDataset, PreferenceDataset
+from flowpro.finetune import collate
+from flowpro.policies import FlowPolicy
+from flowpro.tuples import SOURCE_L, SOURCE_W, load_pairs
+
+
+@torch.no_grad()
+def mean_flow_loss(policy: FlowPolicy, dataset, index: np.ndarray, seed: int = 0, batch: int = 256) -> dict:
+    """Mean and quantiles of the per-sample flow loss over ``dataset[index]``."""
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for start in range(0, len(index), batch):
+        b = collate([dataset[int(i)] for i in index[start:start + batch]])
+        n = len(b["action"])
+        losses.append(policy.per_sample_loss(b, policy.sample_noise(n, gen), policy.sample_time(n, gen)))
+    v = torch.cat(losses).numpy()
+    return {"n": int(v.size), "mean": round(float(v.mean()), 4), "median": round(float(np.median(v)), 4),
+            "q90": round(float(np.quantile(v, 0.9)), 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--demos", required=True)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--demo-frames", type=int, default=2000, help="demonstration frames sampled for the loss")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    policy = FlowPolicy.load(Path(args.policy) / "policy" if (Path(args.policy) / "policy").exists() else args.policy)
+    c = policy.config
+    kw = {"use_images": bool(c.cameras), "env_state": bool(c.env_state_dim)}
+    demos = ChunkDataset(args.demos, c, **kw)
+    pref = PreferenceDataset(args.pairs, c, **kw)
+    rng = np.random.default_rng(0)
+    demo_idx = rng.choice(len(demos), size=min(args.demo_frames, len(demos)), replace=False)
+    loss = {"demonstrations": mean_flow_loss(policy, demos, demo_idx),
+            "case2_corrections": mean_flow_loss(policy, pref, np.flatnonzero(pref.source == SOURCE_W)),
+            "case1_bridges": mean_flow_loss(policy, pref, np.flatnonzero(pref.source == SOURCE_L))}
+    base = loss["demonstrations"]["mean"]
+    for v in loss.values():
+        v["times_demonstrations"] = round(v["mean"] / base, 2)
+    pairs = load_pairs(args.pairs)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = {"command": "python scripts/tuple_diagnostics.py " + " ".join(argv or sys.argv[1:]), "git_commit": commit,
+              "pairs": len(pairs), "tuples": {"case1": int((pref.source == SOURCE_L).sum()),
+                                              "case2": int((pref.source == SOURCE_W).sum())},
+              "tau_l_frames": [len(p.states_l) for p in pairs], "tau_w_frames": [len(p.states_w) for p in pairs],
+              "flow_loss_under_policy": loss,
+              "bridges": bridge_statistics(pairs, c.chunk_size),
+              "demonstrations": demonstration_speeds(demos.action.double().numpy(), demos.episode_end.numpy())}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
