@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-action-steps", type=int, default=None, help="re-plan period (default: the policy's)")
     ap.add_argument("--temporal-ensemble", type=float, default=None, metavar="K",
                     help="ACT-style temporal ensembling with weights exp(-K*i); re-plans every step")
+    ap.add_argument("--env-batch", type=int, default=1,
+                    help="environments per worker in lock-step, one batched policy call per re-plan (not bitwise the "
+                         "default's rollouts: see BatchPolicyRunner)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--backend", default="sim", choices=("sim", "real"))
     ap.add_argument("--robot-config", default=None, help="--backend real: the X-Trainer configuration file "
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main_real(args)
     try:
         results = evaluate(args.task, args.policy, list(range(args.seed, args.seed + args.rollouts)), args.split,
-                           args.workers, args.n_action_steps, args.temporal_ensemble)
+                           args.workers, args.n_action_steps, args.temporal_ensemble, env_batch=args.env_batch)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     summary = {"command": command, "task": args.task, "policy": str(args.policy), "split": args.split, "seed": args.seed,
                "n_action_steps": args.n_action_steps, "temporal_ensemble": args.temporal_ensemble,
+               "env_batch": args.env_batch,
                **summarize(results)}
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))

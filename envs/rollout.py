@@ -176,11 +176,12 @@ class BatchChunkPolicy(Protocol):
 
 def rollout_batch(backends: list[Backend], policy: BatchChunkPolicy, seeds: list[int | None], *,
                   options: dict | None = None, n_action_steps: int = 15) -> list[EpisodeResult]:
-    """The episodes of ``seeds`` in lock-step, one at a time per backend (a backend whose episode
-    ends starts the next seed), with one ``predict_chunks`` call per step for every episode that
-    must re-plan. Each episode runs exactly as :func:`rollout` would run it, except that an
-    exception in a backend's ``act`` ends only that episode, as failed with ``terminated_by =
-    "error:<type>: <message>"``. Results in the order of ``seeds``."""
+    """The episodes of ``seeds`` in lock-step, one at a time per backend, with one
+    ``predict_chunks`` call per step for every episode that must re-plan; a backend whose episode
+    ends starts the next seed at the batch's next re-plan, so that re-plans stay together. Each
+    episode runs exactly as :func:`rollout` would run it, except that an exception in a backend's
+    ``act`` ends only that episode, as failed with ``terminated_by = "error:<type>: <message>"``.
+    Results in the order of ``seeds``."""
     _check_n_action_steps(n_action_steps)
     if not backends:
         raise ValueError("rollout_batch needs at least one backend")
@@ -191,6 +192,7 @@ def rollout_batch(backends: list[Backend], policy: BatchChunkPolicy, seeds: list
     results: list[EpisodeResult | None] = [None] * len(seeds)
     pending = iter(enumerate(seeds))
     running: dict[int, tuple[int, _Episode]] = {}  # backend slot -> (episode index, episode)
+    free = list(range(len(backends)))
 
     def start(slot: int) -> None:
         for index, seed in pending:
@@ -200,9 +202,13 @@ def rollout_batch(backends: list[Backend], policy: BatchChunkPolicy, seeds: list
                 return
             results[index] = episode.result()
 
-    for slot in range(min(len(backends), len(seeds))):
-        start(slot)
-    while running:
+    while True:
+        if not running or any(episode.needs_chunk for _, episode in running.values()):
+            for slot in free:
+                start(slot)
+            free = [slot for slot in free if slot not in running]
+        if not running:
+            break
         replan = [slot for slot, (_, episode) in running.items() if episode.needs_chunk]
         if replan:
             chunks = policy.predict_chunks([running[s][0] for s in replan], [running[s][1].obs for s in replan],
@@ -218,7 +224,7 @@ def rollout_batch(backends: list[Backend], policy: BatchChunkPolicy, seeds: list
             if episode.done:
                 results[index] = episode.result()
                 del running[slot]
-                start(slot)
+                free.append(slot)
     return results  # type: ignore[return-value]  (every index is filled once pending and running are empty)
 
 

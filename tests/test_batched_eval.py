@@ -137,6 +137,8 @@ def test_a_crashed_environment_fails_only_its_own_rollout(wandering_policy, usb_
     assert crashed["steps"] == 15 + 3  # the 4th action of its second chunk raised
     for i in (0, 2, 3, 4):
         assert results[i].summary() == clean[i].summary()
+    # the freed backend waited for the batch's next re-plan: seeds 1003 and 1004 started together
+    assert poisoned.batch_sizes == [3, 3, 2, 2]
 
 
 def test_evaluate_in_lock_step_matches_the_default_path(wandering_policy):
