@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import itertools
 import json
 import platform
 import shlex
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import envs  # noqa: F401
-from benchmarks.evaluate import resolve_policy_dir
+from benchmarks.evaluate import EVAL_SEED, resolve_policy_dir
 from envs.dataset import finished_episodes, read_marker
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
@@ -76,6 +77,11 @@ class Profile:
     lr: float = 3e-5  # fine-tuning (cosine to lr / 4)
     beta: float = 100.0  # SPEC §4 sweeps {100, 300, 1000, 3000}; 100 keeps |r| = O(1) for this small policy
     ablations: bool = True  # the loss variants, one round (paper Fig. 4b)
+    # Initial-state seeds (see seed_ranges): the report is computed on the test scenes, so nothing may be chosen
+    # on them; hyperparameter sweeps (benchmarks/sweep.py) evaluate on the tuning scenes instead.
+    test_seed: int = EVAL_SEED  # test evaluation: [test_seed, test_seed + rollouts), each split
+    tuning_seed: int = 5000  # tuning evaluation (ID): [tuning_seed, tuning_seed + tuning_rollouts)
+    tuning_rollouts: int = 50
 
 
 PROFILES = {
@@ -87,13 +93,49 @@ PROFILES = {
                        pairs="10,10", steps=300, batch_size=32, rollouts=20),
     # The paper's protocol (3 seeds x 100 rollouts x 3 rounds, USB pair counts) for a bigger machine.
     "paper": Profile(expert_rollouts=100, demos=389, sft_steps=30000, sft_batch=64, seeds=3, rounds=3,
-                     pairs="30,30,30", steps=5000, batch_size=32, rollouts=100),
+                     pairs="30,30,30", steps=5000, batch_size=32, rollouts=100,
+                     tuning_rollouts=100),
     # Minutes, for CI.
     "smoke": Profile(expert_rollouts=4, demos=2, sft_steps=20, sft_batch=16, seeds=1, rounds=1, pairs="1",
-                     steps=3, batch_size=8, rollouts=1, ablations=False),
+                     steps=3, batch_size=8, rollouts=1, ablations=False, tuning_rollouts=1),
 }
 NO_EXPERT = "no scripted expert on a real bench"
 PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}  # SPEC §1, base pi0
+COLLECTION_ROLLOUTS_PER_PAIR = 20  # flowpro.collect.collect ends a round after 20 rollouts per pair asked for
+# The settings round-1 pairs depend on: runs that agree on them share their pairs (RPROConfig.shared_pairs).
+COLLECTION_FIELDS = ("task", "base", "pairs", "seed", "handback", "stall_s", "backend", "robot_config")
+
+
+def seed_ranges(profile: Profile, seed: int = 0, seeds: int | None = None, rounds: int | None = None
+                ) -> dict[str, range]:
+    """The initial-state seeds of a run from training seed ``seed`` (``seeds`` training seeds,
+    ``rounds`` rounds; default the profile's), by name: the demonstrations (the recorder counts up
+    from ``seed``; an episode the expert fails takes one seed more), the test and tuning
+    evaluations, and each round's collection (``RPROConfig.collection_seed``, at most
+    ``COLLECTION_ROLLOUTS_PER_PAIR`` rollouts per pair)."""
+    from flowpro.finetune import RPROConfig
+
+    ranges = {"demos": range(seed, seed + profile.demos),
+              "test evaluation": range(profile.test_seed, profile.test_seed + profile.rollouts),
+              "tuning evaluation": range(profile.tuning_seed, profile.tuning_seed + profile.tuning_rollouts)}
+    for s in range(seed, seed + (seeds or profile.seeds)):
+        cfg = RPROConfig(task="", base="", out="", pairs=profile.pairs, seed=s)
+        for k in range(1, (rounds or profile.rounds) + 1):
+            first = cfg.collection_seed(k)
+            ranges[f"collection (seed {s}, round {k})"] = range(
+                first, first + COLLECTION_ROLLOUTS_PER_PAIR * cfg.pairs_in_round(k))
+    return ranges
+
+
+def check_seed_ranges(profile: Profile, seed: int = 0, seeds: int | None = None, rounds: int | None = None) -> None:
+    """Refuse (``ValueError``) a profile whose seed ranges overlap, naming the two ranges, or whose
+    test scenes are not those the runner evaluates on."""
+    if profile.test_seed != EVAL_SEED:
+        raise ValueError(f"test_seed {profile.test_seed}: the runner evaluates on seeds from "
+                         f"benchmarks.evaluate.EVAL_SEED = {EVAL_SEED}; a profile cannot move them yet")
+    for (a, ra), (b, rb) in itertools.combinations(seed_ranges(profile, seed, seeds, rounds).items(), 2):
+        if len(ra) and len(rb) and ra.start < rb.stop and rb.start < ra.stop:
+            raise ValueError(f"seed ranges overlap: {a} [{ra.start}, {ra.stop}) and {b} [{rb.start}, {rb.stop})")
 
 
 def _git_commit() -> str | None:
@@ -222,8 +264,7 @@ def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos:
                      eval_splits="id", save_every=max(1, profile.steps // 2), demos=str(demos),
                      backend=bench.backend, robot_config=bench.robot_config)
     # Round 1 of every method starts from the same base with the same seed: share its pairs.
-    collection_key = {k: v for k, v in cfg.record().items()
-                      if k in ("task", "base", "pairs", "seed", "handback", "stall_s", "backend", "robot_config")}
+    collection_key = {k: v for k, v in cfg.record().items() if k in COLLECTION_FIELDS}
     cfg = replace(cfg, shared_pairs=str(runs / f"pairs_round1_{_digest(collection_key)}"))
     key = {**cfg.record(), "out": None}
     cfg = replace(cfg, out=str(runs / f"{method}_{cfg.loss if method == 'flowpro' else ''}_r{rounds}_s{seed}_{_digest(key)}"))
@@ -312,6 +353,11 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
         profile = replace(profile, ablations=args.ablations)
     if args.backend == "real":
         profile = replace(profile, state_only=False)  # the real bench observes no object poses
+    try:
+        check_seed_ranges(profile, args.seed, seeds, rounds)
+    except ValueError as e:
+        print(f"error: profile {args.profile!r}: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out or f"results/{task}")
     data = Path(args.data or f"data/{task}")
     runs = Path(args.runs or f"runs/{task}")

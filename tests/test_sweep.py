@@ -1,0 +1,126 @@
+"""Seed ranges that never overlap, and the hyperparameter sweep on the tuning scenes (issue 14)."""
+
+import csv
+import json
+from dataclasses import replace
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from benchmarks.evaluate import EVAL_SEED
+from benchmarks.run import PROFILES, check_seed_ranges, main as run_main
+from benchmarks.sweep import BETAS, best_trial, main as sweep_main
+from flowpro.finetune import RPROConfig
+from test_finetune import usb_base  # noqa: F401  (the tiny state-only SFT base on one USB demonstration)
+
+
+def test_every_profile_keeps_its_seed_ranges_apart():
+    for profile in PROFILES.values():
+        check_seed_ranges(profile)
+        check_seed_ranges(profile, seed=2, seeds=3, rounds=3)
+
+
+def test_overlapping_ranges_are_named():
+    default = PROFILES["default"]
+    with pytest.raises(ValueError, match=r"test evaluation \[1000, 1100\) and tuning evaluation \[1000, 1100\)"):
+        check_seed_ranges(replace(default, rollouts=100, tuning_seed=1000, tuning_rollouts=100))
+    with pytest.raises(ValueError, match=r"demos \[950, 1050\) and test evaluation \[1000, 1020\)"):
+        check_seed_ranges(default, seed=950)
+    with pytest.raises(ValueError, match=r"tuning evaluation \[110000, 110050\) and collection \(seed 0, round 1\)"):
+        check_seed_ranges(replace(default, tuning_seed=110_000))
+    with pytest.raises(ValueError, match="test_seed 2000: the runner evaluates on seeds from"):
+        check_seed_ranges(replace(default, test_seed=2000))
+
+
+def test_runner_refuses_an_overlapping_profile_before_any_work(tmp_path, capsys):
+    out, data, runs = tmp_path / "results", tmp_path / "data", tmp_path / "runs"
+    # 4001 test rollouts reach the default profile's tuning scenes from 5000.
+    assert run_main(["--task", "usb", "--rollouts", "4001", "--out", str(out), "--data", str(data),
+                     "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "profile 'default'" in err and "test evaluation [1000, 5001) and tuning evaluation [5000, 5050)" in err
+    assert not any(p.exists() for p in (out, data, runs))
+
+
+def test_test_scenes_keep_the_run_records_of_before():
+    assert RPROConfig.eval_seed == EVAL_SEED
+    cfg = RPROConfig(task="usb", base="b", out="o")
+    assert "eval_seed" not in cfg.record()  # the runner's cache keys of existing runs hold
+    assert replace(cfg, eval_seed=5000).record()["eval_seed"] == 5000
+
+
+def test_selection_prefers_the_higher_rate_then_fewer_steps_then_the_earlier_trial():
+    dist = {"beta": CategoricalDistribution(BETAS), "lr": FloatDistribution(3e-6, 1e-4, log=True),
+            "steps": CategoricalDistribution((100, 300))}
+
+    def trial(number, sr, steps):
+        t = create_trial(params={"beta": 10, "lr": 1e-5, "steps": steps}, distributions=dist, value=sr)
+        t.number = number
+        return t
+
+    profile = PROFILES["default"]
+    assert best_trial([trial(0, 0.4, 100), trial(1, 0.5, 300)], profile).number == 1
+    assert best_trial([trial(0, 0.5, 300), trial(1, 0.5, 100), trial(2, 0.5, 100)], profile).number == 1
+    failed = create_trial(params={}, distributions={}, state=TrialState.FAIL)
+    assert best_trial([failed], profile) is None
+
+
+def _sweep_argv(base, tmp_path, trials, *extra):
+    return ["--task", "usb", "--method", "rpro", "--base", str(base / "sft"), "--trials", str(trials),
+            "--profile", "smoke", "--rollouts", "1", "--steps-choices", "2,3", "--workers", "1",
+            "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), *extra]
+
+
+def _rows(tmp_path):
+    with (tmp_path / "out/rpro_trials.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_refuses_scenes_that_overlap_the_test_scenes(usb_base, tmp_path, capsys):  # noqa: F811
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, 2, "--tuning-seed", str(EVAL_SEED))) == 2
+    err = capsys.readouterr().err
+    assert "tuning evaluation [1000, 1001)" in err and "test evaluation [1000, 1001)" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_sweep_writes_its_outputs_and_resumes(usb_base, tmp_path):  # noqa: F811
+    argv = _sweep_argv(usb_base, tmp_path, 2)
+    assert sweep_main(argv) == 0
+    rows = _rows(tmp_path)
+    assert [r["trial"] for r in rows] == ["0", "1"]
+    for r in rows:
+        assert int(r["beta"]) in BETAS and 3e-6 <= float(r["lr"]) <= 1e-4 and r["steps"] in ("2", "3")
+        assert r["n"] == "1" and float(r["wilson_low"]) <= float(r["success_rate"]) <= float(r["wilson_high"])
+        assert r["evaluated_on"].startswith("selection used tuning seeds [5000, 5001) (ID) only")
+        round1 = json.loads((tmp_path / "runs" / r["run_dir"].split("/")[-1] / "round_1/round.json").read_text())
+        assert [x["seed"] for x in round1["evaluation"]["id"]["rollouts"]] == [5000]  # tuning scenes only
+        assert set(round1["evaluation"]) == {"id"} and round1["collection"]["pairs"] == 1
+    assert len(list((tmp_path / "runs").glob("pairs_round1_*"))) == 1  # one collection for every trial
+    best = json.loads((tmp_path / "out/rpro_best.json").read_text())
+    assert best["tuning_seeds"] == {"split": "id", "first": 5000, "rollouts": 1}
+    assert best["note"].startswith("selection used tuning seeds") and "fewer steps" in best["selection_rule"]
+    assert best["best"]["config"]["eval_seed"] == 5000 and best["command"].startswith("python -m benchmarks.sweep")
+    assert (tmp_path / "out/rpro_sweep.png").stat().st_size > 0
+
+    # More trials with the same command add exactly the missing one; the finished ones stay as they were.
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, 3)) == 0
+    again = _rows(tmp_path)
+    assert len(again) == 3 and again[:2] == rows
+
+    # A trial a killed process left running runs again with its parameters.
+    study = optuna.load_study(study_name="usb_rpro", storage=f"sqlite:///{tmp_path / 'runs/rpro_sweep.db'}")
+    stale = study.ask()
+    stale.suggest_categorical("beta", BETAS)
+    stale.suggest_float("lr", 3e-6, 1e-4, log=True)
+    stale.suggest_categorical("steps", (2, 3))
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, 4)) == 0
+    last = _rows(tmp_path)
+    assert len(last) == 4 and last[:3] == again
+    assert {k: last[3][k] for k in ("beta", "steps")} == {k: str(v) for k, v in stale.params.items() if k != "lr"}
+    assert float(last[3]["lr"]) == pytest.approx(stale.params["lr"])
+    assert study.get_trials()[stale.number].state == TrialState.FAIL
+
+    # Other settings into the same study are refused rather than mixed.
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, 4, "--seed", "1")) == 2
