@@ -128,11 +128,7 @@ def seed_ranges(profile: Profile, seed: int = 0, seeds: int | None = None, round
 
 
 def check_seed_ranges(profile: Profile, seed: int = 0, seeds: int | None = None, rounds: int | None = None) -> None:
-    """Refuse (``ValueError``) a profile whose seed ranges overlap, naming the two ranges, or whose
-    test scenes are not those the runner evaluates on."""
-    if profile.test_seed != EVAL_SEED:
-        raise ValueError(f"test_seed {profile.test_seed}: the runner evaluates on seeds from "
-                         f"benchmarks.evaluate.EVAL_SEED = {EVAL_SEED}; a profile cannot move them yet")
+    """Refuse (``ValueError``) a profile whose seed ranges overlap, naming the two ranges."""
     for (a, ra), (b, rb) in itertools.combinations(seed_ranges(profile, seed, seeds, rounds).items(), 2):
         if len(ra) and len(rb) and ra.start < rb.stop and rb.start < ra.stop:
             raise ValueError(f"seed ranges overlap: {a} [{ra.start}, {ra.stop}) and {b} [{rb.start}, {rb.stop})")
@@ -260,7 +256,7 @@ def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos:
     cfg = RPROConfig(task=task, base=str(base), out="", rounds=rounds, method=method, loss=loss,
                      pairs=profile.pairs, steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
                      beta=profile.beta,
-                     warmup=max(1, profile.steps // 10), seed=seed, eval_rollouts=profile.rollouts,
+                     warmup=max(1, profile.steps // 10), seed=seed, eval_rollouts=profile.rollouts, eval_seed=profile.test_seed,
                      eval_splits="id", save_every=max(1, profile.steps // 2), demos=str(demos),
                      backend=bench.backend, robot_config=bench.robot_config)
     # Round 1 of every method starts from the same base with the same seed: share its pairs.
@@ -275,7 +271,8 @@ def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos:
     evaluation = {"id": rounds_out[-1]["evaluation"]["id"]}
     cache = out / "final_eval_ood.json"
     if not cache.exists():
-        results = bench.evaluate(task, final, "ood", profile.rollouts, out / "final_eval_ood.jsonl")
+        results = bench.evaluate(task, final, "ood", profile.rollouts, out / "final_eval_ood.jsonl",
+                                 seed=profile.test_seed)
         cache.write_text(json.dumps({**summarize(results), "rollouts": results}))
     evaluation["ood"] = json.loads(cache.read_text())
     curves = []
@@ -444,9 +441,10 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
     results["base"] = {"policy_dir": str(base), "evaluation": {},
                        "train_config": json.loads(train_config.read_text()) if train_config.exists() else None}
     for split in ("id", "ood"):
-        cache = base.parent / f"bench_eval_{'real_' if real else ''}{split}_{profile.rollouts}.json"
+        cache = base.parent / f"bench_eval_{'real_' if real else ''}{split}_{profile.rollouts}_s{profile.test_seed}.json"
         if not cache.exists():
-            rollouts = bench.evaluate(task, base, split, profile.rollouts, cache.with_suffix(".jsonl"))
+            rollouts = bench.evaluate(task, base, split, profile.rollouts, cache.with_suffix(".jsonl"),
+                                      seed=profile.test_seed)
             cache.write_text(json.dumps({**summarize(rollouts), "rollouts": rollouts}))
         results["base"]["evaluation"][split] = json.loads(cache.read_text())
     results["stage_seconds"]["sft_base"] = round(time.perf_counter() - t, 1)
