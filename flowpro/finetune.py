@@ -42,7 +42,7 @@ from flowpro.losses import get_loss, loss_terms
 from flowpro.mixing import CURRENT, PREVIOUS, SFT, MixingSampler, round_ratios
 from flowpro.policies import FlowPolicy
 from flowpro.policies.base import ACTION
-from flowpro.train import load_last_checkpoint, lr_at, save_checkpoint
+from flowpro.train import load_last_checkpoint, lr_at, save_checkpoint, torch_threads
 
 
 @dataclass
@@ -79,7 +79,8 @@ class RPROConfig:
     skip_empty_rounds: bool = False  # a round that collects no pair: skip it (else an error)
     save_every: int = 250
     log_every: int = 25
-    workers: int | None = None
+    workers: int | None = None  # evaluation and collection processes (default: one per core)
+    threads: int = 1  # torch threads while fine-tuning, pinned as in SFT (flowpro.train.SFTConfig.threads)
     demos: str | None = None  # D_SFT (default: the base run's dataset)
     shared_pairs: str | None = None  # a cache of round-1 pairs for runs from the same base, seed and oracle
     cfg_weight: float = 1.0  # pi06star: classifier-free guidance weight at inference (1 = plain conditional)
@@ -287,6 +288,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, reference: FlowPolicy | None,
                    buffers: dict[str, Any], out: Path, progress: bool = True) -> FlowPolicy:
     """Fine-tune ``policy`` for ``cfg.steps`` steps on mixed batches; resumable from ``out``."""
+    with torch_threads(cfg.threads):
+        return _finetune_round(cfg, k, method, policy, reference, buffers, out, progress)
+
+
+def _finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, reference: FlowPolicy | None,
+                    buffers: dict[str, Any], out: Path, progress: bool) -> FlowPolicy:
     if reference is not None:
         check_reference(policy, reference)
     sampler = MixingSampler({n: len(d) for n, d in buffers.items()}, method.ratios(k, buffers),

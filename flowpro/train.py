@@ -14,11 +14,13 @@ Stage 2 (the FlowPRO rounds) lives in :mod:`flowpro.finetune`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +49,23 @@ class SFTConfig:
     save_every: int = 500
     log_every: int = 25
     model: str = "{}"  # JSON overrides of the policy config, e.g. '{"d_model": 64, "image_size": [64, 64]}'
+    # Torch threads while training. Pinned (torch's default is one per core) because a matmul's
+    # reduction is split by thread count: the same run on a machine with more cores would give
+    # other bits (docs/reproducibility.md); one thread also cannot thrash on a loaded machine.
+    threads: int = 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then put the previous count back."""
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def lr_at(step: int, cfg) -> float:
@@ -117,6 +136,11 @@ def load_last_checkpoint(out: Path, cfg, gen: torch.Generator
 
 
 def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
+    with torch_threads(cfg.threads):
+        return _train_sft(cfg, progress)
+
+
+def _train_sft(cfg: SFTConfig, progress: bool) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

@@ -186,3 +186,17 @@ def test_sft_trains_the_lerobot_adapters_and_the_checkpoint_drives_a_rollout(tmp
 def test_state_only_is_refused_for_a_camera_policy(tmp_path, reach_demos):
     with pytest.raises(ValueError, match="state-only is a variant of the built-in policy; smolvla reads the cameras"):
         train_sft(_cfg(tmp_path, reach_demos, policy="smolvla", model=TINY_SMOLVLA))
+
+
+def test_training_threads_are_pinned_for_the_block_and_put_back():
+    import torch
+
+    from flowpro.train import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        with torch_threads(0):
+            pass
