@@ -5,7 +5,9 @@
 Rollouts go through the backend-agnostic loop with chunked execution (re-plan every
 ``n_action_steps``), in parallel over the machine's cores. Writes one JSON line per rollout
 (seed, success, completion time, failure kinds) to ``--out`` (default ``<policy>/eval_<split>.jsonl``)
-and prints a summary: SR with a Wilson 95 % interval and mean completion time.
+and prints a summary: SR with a Wilson 95 % interval and mean completion time. ``--env-batch N``
+runs N environments per worker in lock-step with one batched policy call per re-plan (faster; its
+chunks differ from the default's by float rounding, see :class:`BatchPolicyRunner`).
 """
 
 from __future__ import annotations
@@ -126,12 +128,12 @@ _WORKER: dict[str, Any] = {}
 
 def worker_env_policy(cache: dict[str, Any], task: str, split: str, policy_dir: str,
                       privileged_obs: bool = False, time_limit_s: float | None = None) -> tuple[Any, Any]:
-    """The environment and policy of one worker process (the first of :func:`worker_environmentspolicy`)."""
-    environments, policy = worker_environmentspolicy(cache, task, split, policy_dir, 1, privileged_obs, time_limit_s)
+    """The environment and policy of one worker process (the first of :func:`worker_envs_policy`)."""
+    environments, policy = worker_envs_policy(cache, task, split, policy_dir, 1, privileged_obs, time_limit_s)
     return environments[0], policy
 
 
-def worker_environmentspolicy(cache: dict[str, Any], task: str, split: str, policy_dir: str, n_envs: int,
+def worker_envs_policy(cache: dict[str, Any], task: str, split: str, policy_dir: str, n_envs: int,
                        privileged_obs: bool = False, time_limit_s: float | None = None) -> tuple[list[Any], Any]:
     """``n_envs`` environments and the policy of one worker process, built on first use and kept in
     ``cache`` for as long as the same task, split and policy are asked for (with one worker the
@@ -176,8 +178,8 @@ def _rollout_shard(task: str, split: str, policy_dir: str, n_action_steps: int |
     """One worker's share of the seeds, ``env_batch`` environments in lock-step."""
     from envs.rollout import rollout_batch
 
-    environments, policy = worker_environmentspolicy(_WORKER, task, split, policy_dir, min(env_batch, len(seeds)),
-                                       time_limit_s=time_limit_s)
+    environments, policy = worker_envs_policy(_WORKER, task, split, policy_dir, min(env_batch, len(seeds)),
+                                              time_limit_s=time_limit_s)
     results = rollout_batch(environments, BatchPolicyRunner(policy, seeds, batched), seeds, options={"split": split},
                             n_action_steps=n_action_steps or policy.config.n_action_steps)
     return [r.summary() for r in results]

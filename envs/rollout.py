@@ -6,7 +6,8 @@ implements it in simulation and ``hardware/`` implements it on the real X-Traine
 evaluation, data collection and the operator code never ask which one they drive.
 
 Policies act in chunks (SPEC §2): the loop asks for an ``H``-step chunk, executes its first
-``n_action_steps`` actions and re-plans.
+``n_action_steps`` actions and re-plans. :func:`rollout_batch` runs the same episodes on several
+backends in lock-step, so that one policy call serves every episode that re-plans.
 """
 
 from __future__ import annotations
