@@ -56,6 +56,9 @@ SETTINGS: dict[str, tuple[dict[str, str], int | None]] = {
 }
 
 
+CHILD_TIMEOUT_S = 600  # 2 workers x 2 torch threads on 2 busy cores ran > 12 min for 6 rollouts (vs ~60 s)
+
+
 class ChunkRecorder:
     """Wraps a ChunkPolicy and keeps every chunk it predicts (the rollout loop sees no difference)."""
 
@@ -168,7 +171,7 @@ def run_child(env_overrides: dict[str, str], task: str, policy: str, seeds: list
                "--seeds", *map(str, seeds), "--workers", str(workers)]
         if torch_threads is not None:
             cmd += ["--torch-threads", str(torch_threads)]
-        subprocess.run(cmd, env={**os.environ, **env_overrides}, check=True, cwd=ROOT)
+        subprocess.run(cmd, env={**os.environ, **env_overrides}, check=True, cwd=ROOT, timeout=CHILD_TIMEOUT_S)
         return pickle.loads(out.read_bytes())
 
 
@@ -231,7 +234,11 @@ def measure(task: str, policy: str, seeds: list[int], fresh_seeds: list[int], se
     default = timed("child_default", run_child, {}, task, policy, seeds, 2, None)
     across["default_child_vs_in_process"] = {"env": {}, **compare(base, default), "worker_state": worker_state(default)}
     for name, (env_overrides, threads) in settings.items():
-        traces = timed(f"child_{name}", run_child, env_overrides, task, policy, seeds, 2, threads)
+        try:
+            traces = timed(f"child_{name}", run_child, env_overrides, task, policy, seeds, 2, threads)
+        except subprocess.TimeoutExpired:
+            across[name] = {"env": env_overrides, "torch_threads": threads, "error": f"over {CHILD_TIMEOUT_S} s"}
+            continue
         across[name] = {"env": env_overrides, "torch_threads": threads, **compare(default, traces),
                         "worker_state": worker_state(traces)}
     return {"one_machine": one_machine, "across_cpus_vs_default": across, "seconds": timings,
