@@ -68,6 +68,7 @@ class RPROConfig:
     grad_clip: float = 1.0
     seed: int = 0
     eval_rollouts: int = 50  # per split, after every round (0: no evaluation)
+    round_eval_rollouts: int | None = None  # after the rounds before the last (default: eval_rollouts)
     eval_splits: str = "id,ood"
     eval_seed: int = 1000  # rollout i of an evaluation uses eval_seed + i: benchmarks.evaluate.EVAL_SEED, the test
     #                        scenes, unless a hyperparameter sweep evaluates on its tuning scenes (benchmarks/sweep.py)
@@ -119,6 +120,8 @@ class RPROConfig:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.reference not in ("previous", "sft"):
             raise ValueError(f"reference must be 'previous' or 'sft', got {self.reference!r}")
+        if self.round_eval_rollouts is not None and self.round_eval_rollouts < 1:
+            raise ValueError(f"round_eval_rollouts must be >= 1, got {self.round_eval_rollouts}")
         if self.rounds < 1 or self.steps < 1:
             raise ValueError(f"need rounds >= 1 and steps >= 1, got {self.rounds}, {self.steps}")
         for split in self.eval_splits.split(","):
@@ -472,7 +475,9 @@ def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bo
         if cfg.eval_rollouts:
             row["evaluation"] = {}
             for split in cfg.eval_splits.split(","):
-                results = bench.evaluate(cfg.task, policy_dir, split, cfg.eval_rollouts, rdir / f"eval_{split}.jsonl",
+                rollouts = cfg.eval_rollouts if k == cfg.rounds or cfg.round_eval_rollouts is None \
+                    else cfg.round_eval_rollouts
+                results = bench.evaluate(cfg.task, policy_dir, split, rollouts, rdir / f"eval_{split}.jsonl",
                                          cfg.workers, seed=cfg.eval_seed)
                 row["evaluation"][split] = {**summarize(results), "rollouts": results}
                 print(f"[round {k}/{cfg.rounds}] {split}: SR {row['evaluation'][split]['success_rate']:.2f}",

@@ -26,11 +26,11 @@ def test_overlapping_ranges_are_named():
     default = PROFILES["default"]
     with pytest.raises(ValueError, match=r"test evaluation \[1000, 1100\) and tuning evaluation \[1000, 1100\)"):
         check_seed_ranges(replace(default, rollouts=100, tuning_seed=1000, tuning_rollouts=100))
-    with pytest.raises(ValueError, match=r"demos \[950, 1050\) and test evaluation \[1000, 1020\)"):
+    with pytest.raises(ValueError, match=r"demos \[950, 1050\) and test evaluation \[1000, 1100\)"):
         check_seed_ranges(default, seed=950)
     with pytest.raises(ValueError, match=r"tuning evaluation \[110000, 110050\) and collection \(seed 0, round 1\)"):
         check_seed_ranges(replace(default, tuning_seed=110_000))
-    with pytest.raises(ValueError, match=r"test evaluation \[5000, 5020\) and tuning evaluation \[5000, 5050\)"):
+    with pytest.raises(ValueError, match=r"test evaluation \[5000, 5100\) and tuning evaluation \[5000, 5050\)"):
         check_seed_ranges(replace(default, test_seed=5000))
     check_seed_ranges(replace(default, test_seed=2000))  # the test scenes can move where nothing else is
 
