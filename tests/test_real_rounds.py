@@ -138,7 +138,7 @@ def test_the_runner_drives_base_evaluation_and_a_method_round_on_the_robot(tmp_p
     assert res["expert"] == {"skipped": "no scripted expert on a real bench"}
     assert res["settings"]["backend"] == "real" and res["demos"] == {"root": str(demos), "episodes": 1}
     assert {s: e["episodes"] for s, e in res["base"]["evaluation"].items()} == {"id": 1, "ood": 1}
-    assert (base.parent / "bench_eval_real_id_1.jsonl").exists()  # the real session's rollout record
+    assert (base.parent / "bench_eval_real_id_1_s1000.jsonl").exists()  # the real session's rollout record
     run = res["methods"]["rpro"]["0"]
     assert run["config"]["backend"] == "real" and run["rounds"][0]["collection"]["pairs"] == 1
     assert run["final"]["id"]["success_rate"] == 0.0 and run["final"]["ood"]["success_rate"] == 1.0
