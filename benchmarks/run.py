@@ -73,7 +73,8 @@ class Profile:
     batch_size: int
     rollouts: int  # evaluation rollouts per split: the base, every method after its last round, the ablations
     state_only: bool = True  # privileged object poses instead of cameras (CPU budget)
-    sft_model: str = '{"relative_actions": true}'  # JSON overrides of the policy config
+    # JSON overrides of the policy config; observations bounded to +-5 after normalisation (docs/tuples.md)
+    sft_model: str = '{"relative_actions": true, "input_bound": 5.0}'
     lr: float = 3e-5  # fine-tuning (cosine to lr / 4)
     beta: float = 100.0  # SPEC §4 sweeps {100, 300, 1000, 3000}; 100 keeps |r| = O(1) for this small policy
     ablations: bool = True  # the loss variants, one round (paper Fig. 4b)

@@ -173,3 +173,20 @@ def test_relative_actions_are_an_internal_representation():
     shifted["action"][..., [9, 19]] = batch["action"][..., [9, 19]]
     shifted["observation.state"][..., [9, 19]] = batch["observation.state"][..., [9, 19]]
     assert torch.allclose(policy.actions_to_model(shifted["action"], shifted), model, atol=1e-6)
+
+
+def test_bounded_inputs_keep_far_off_states_in_range_and_survive_a_checkpoint(tmp_path):
+    """A state the demonstrations never showed (a dimension they hardly vary, |z| in the hundreds)
+    enters the network within +-input_bound; near the data the squash is close to the identity."""
+    cfg = BuiltinConfig(use_images=False, cameras=(), env_state_dim=3, d_model=32, n_layers=1, n_heads=2,
+                        input_bound=5.0)
+    policy = BuiltinVLA(cfg)
+    policy.env_norm.set_stats(torch.zeros(3), torch.tensor([1.0, 1.0, 1e-4]))
+    z = policy.env_norm(torch.tensor([[0.5, -2.0, 0.08]]))  # the last one: 0.08 / 1e-4 = 800 sigma
+    assert torch.allclose(z[0, :2], torch.tensor([0.5, -2.0]), atol=0.12) and 4.99 < z[0, 2] <= 5.0
+    policy.save(tmp_path / "p")
+    loaded = FlowPolicy.load(tmp_path / "p")
+    assert loaded.config.input_bound == 5.0 and torch.equal(loaded.env_norm(torch.tensor([[0.5, -2.0, 0.08]])), z)
+    assert BuiltinVLA(BuiltinConfig(use_images=False, cameras=(), env_state_dim=3)).env_norm.bound is None
+    with pytest.raises(ValueError, match="input_bound must be > 0"):
+        BuiltinVLA(BuiltinConfig(use_images=False, cameras=(), env_state_dim=3, input_bound=0.0))

@@ -51,20 +51,29 @@ class PolicyConfig:
     # True: the model sees each chunk relative to the current pose (a - observation.state) in all
     # columns but the grippers, as openpi's DeltaActions does; callers still see absolute targets.
     relative_actions: bool = False
+    # > 0: normalised observation inputs pass through ``b * tanh(z / b)``, so they stay within
+    # +-b. States far from the demonstrations (a strip tilted in a slip, a dropped lamp) otherwise
+    # reach |z| in the hundreds on dimensions the demonstrations hardly vary (docs/tuples.md).
+    input_bound: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.time_sampling not in ("beta", "uniform"):
             raise ValueError(f"time_sampling must be 'beta' or 'uniform', got {self.time_sampling!r}")
+        if self.input_bound is not None and not self.input_bound > 0:
+            raise ValueError(f"input_bound must be > 0 (or None: no bound), got {self.input_bound}")
         if not 1 <= self.n_action_steps <= self.chunk_size:
             raise ValueError(f"n_action_steps must be in [1, chunk_size={self.chunk_size}], got {self.n_action_steps}")
 
 
 class Normalizer(nn.Module):
-    """Mean/std normalisation whose statistics travel with the checkpoint."""
+    """Mean/std normalisation whose statistics travel with the checkpoint; with ``bound`` the
+    normalised values are squashed smoothly into ``(-bound, bound)`` (observations only: an
+    action normaliser must invert exactly)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, bound: float | None = None):
         super().__init__()
+        self.bound = bound
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
@@ -73,7 +82,8 @@ class Normalizer(nn.Module):
         self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-4))
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+        z = (x - self.mean) / self.std
+        return z if self.bound is None else self.bound * torch.tanh(z / self.bound)
 
     def inverse(self, x: Tensor) -> Tensor:
         return x * self.std + self.mean
@@ -110,9 +120,9 @@ class FlowPolicy(nn.Module, ABC):
         super().__init__()
         config.validate()
         self.config = config
-        self.state_norm = Normalizer(config.state_dim)
+        self.state_norm = Normalizer(config.state_dim, config.input_bound)
         self.action_norm = Normalizer(config.action_dim)
-        self.env_norm = Normalizer(max(config.env_state_dim, 1))
+        self.env_norm = Normalizer(max(config.env_state_dim, 1), config.input_bound)
 
     # ------------------------------------------------------------------ to implement
     @abstractmethod
