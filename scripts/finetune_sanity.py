@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     base = read_jsonl(Path(args.base_eval))
     rows = [row("SFT base", base, base, {})]
     for spec in args.run:
-        name, _, run = spec.partition("=")
+        name, _, run = spec.rpartition("=")
         r1 = json.loads((Path(run) / "round_1/round.json").read_text())
         cfg = json.loads((Path(run) / "config.json").read_text())["config"]
         settings = {k: cfg[k] for k in ("method", "loss", "beta", "lr", "steps", "pairs", "handback")}

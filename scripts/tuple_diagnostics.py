@@ -5,8 +5,9 @@
 
 Under the policy, with one shared noise/time draw per sample (as the losses use them), the mean
 flow loss on demonstration frames (Case 3), on the corrections' states (Case 2) and on the
-Case-1 bridges; beside it the bridges' gaps, lengths and speeds and the demonstrations' and
-corrections' per-step moves (:mod:`flowpro.bridges`).
+Case-1 bridges; how far the observations lie from the statistics the policy normalises by; and
+the bridges' gaps, lengths and speeds beside the demonstrations' and corrections' per-step moves
+(:mod:`flowpro.bridges`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ def mean_flow_loss(policy: FlowPolicy, dataset, index: np.ndarray, seed: int = 0
             "q90": round(float(np.quantile(v, 0.9)), 4)}
 
 
+def input_ranges(policy: FlowPolicy, dataset) -> dict:
+    """How far a dataset's observations lie from the statistics the policy normalises by: quantiles of
+    |z| = |x - mean| / std over all values, and the share of frames with any |z| above 10 (before any
+    ``input_bound``)."""
+    out = {}
+    for key, norm, values in (("state", policy.state_norm, dataset.state), ("environment_state", policy.env_norm,
+                                                                         getattr(dataset, "env", None))):
+        if values is None or not policy.config.env_state_dim and key == "environment_state":
+            continue
+        z = ((values.float() - norm.mean) / norm.std).abs().numpy()
+        out[key] = {"q50": round(float(np.median(z)), 2), "q99": round(float(np.quantile(z, 0.99)), 2),
+                    "max": round(float(z.max()), 1), "frames_over_10": round(float((z > 10).any(1).mean()), 4)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", required=True)
@@ -70,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "case2": int((pref.source == SOURCE_W).sum())},
               "tau_l_frames": [len(p.states_l) for p in pairs], "tau_w_frames": [len(p.states_w) for p in pairs],
               "flow_loss_under_policy": loss,
+              "normalised_inputs": {"demonstrations": input_ranges(policy, demos), "pairs": input_ranges(policy, pref)},
               "bridges": bridge_statistics(pairs, c.chunk_size),
               "demonstrations": demonstration_speeds(demos.action.double().numpy(), demos.episode_end.numpy())}
     text = json.dumps(result, indent=1)
