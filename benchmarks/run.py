@@ -91,8 +91,8 @@ PROFILES = {
     # The paper's USB protocol sizes where they fit a 2-core CPU (issue 14): 30 pairs per round, K = 3
     # rounds, 100 paired test rollouts per split for the base, every method's final policy and every
     # ablation (20 for the ID curve after rounds 1 and 2), one training seed; a state-only policy.
-    # SFT: 7000 steps on one pinned thread. From scratch this takes about 2 h 45 min here, not the
-    # 75 minutes asked (results/usb/README.md says why).
+    # SFT: 7000 steps on one pinned thread. From scratch this is estimated at about 2 h here, not
+    # the 75 minutes asked: 2400 evaluation rollouts alone take about an hour (results/usb/README.md).
     "default": Profile(expert_rollouts=100, demos=100, sft_steps=7000, sft_batch=64, seeds=1, rounds=3,
                        pairs="30,30,30", steps=300, batch_size=32, rollouts=100, round_rollouts=20),
     # The paper's protocol (3 seeds x 100 rollouts x 3 rounds, USB pair counts) for a bigger machine.
