@@ -1,0 +1,83 @@
+"""Where in the corrections the base's flow loss sits (issue 14, part 1: the open lead).
+
+    python scripts/correction_loss_profile.py --policy runs/usb/sft_xxx --pairs runs/usb/diag_bounded/pairs_r1_30 \
+        --out results/usb/diagnostics/correction_loss_profile.json
+
+Under the policy, with one shared noise/time draw per sample, the per-sample flow loss of every
+Case-2 tuple (a state on ``tau^w`` with its chunk). The script reports:
+
+- how much of the total loss the worst 5 % and 10 % of samples carry;
+- where those samples sit in their correction (frames after the rollback);
+- how fast their chunks move, beside all samples;
+- each correction's largest single-step command jump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowpro.bridges import step_moves
+from flowpro.data import PreferenceDataset
+from flowpro.finetune import collate
+from flowpro.policies import FlowPolicy
+from flowpro.tuples import SOURCE_W, load_pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    policy = FlowPolicy.load(Path(args.policy) / "policy" if (Path(args.policy) / "policy").exists() else args.policy)
+    c = policy.config
+    pref = PreferenceDataset(args.pairs, c, use_images=bool(c.cameras), env_state=bool(c.env_state_dim))
+    idx = np.flatnonzero(pref.source == SOURCE_W)
+    gen, losses = torch.Generator().manual_seed(0), []
+    with torch.no_grad():
+        for s in range(0, len(idx), 512):
+            b = collate([pref[int(i)] for i in idx[s:s + 512]])
+            n = len(b["action"])
+            losses.append(policy.per_sample_loss(b, policy.sample_noise(n, gen), policy.sample_time(n, gen)))
+    loss = torch.cat(losses).numpy()
+    pairs = load_pairs(args.pairs)
+    where = {int(g): k for p in pairs for k, g in enumerate(p.index_w)}  # dataset frame -> frame in its correction
+    frame = np.array([where[int(pref.frame[i])] for i in idx])
+    chunks = pref.a_w[idx].double().numpy()
+    fastest = {arm: np.array([step_moves(ch, arm).max() for ch in chunks]) for arm in ("left", "right")}
+    order = np.argsort(-loss)
+    top = order[:len(loss) // 10]
+    result = {
+        "command": "python scripts/correction_loss_profile.py " + " ".join(argv or sys.argv[1:]),
+        "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "case2_samples": int(len(loss)),
+        "loss_share_of_worst": {"5%": round(float(loss[order[:len(loss) // 20]].sum() / loss.sum()), 3),
+                                "10%": round(float(loss[top].sum() / loss.sum()), 3)},
+        "frame_in_correction": {"worst_10%_q10_q50_q90": np.quantile(frame[top], [0.1, 0.5, 0.9]).tolist(),
+                                "all_q10_q50_q90": np.quantile(frame, [0.1, 0.5, 0.9]).tolist(),
+                                "worst_10%_within_30_frames": round(float((frame[top] < 30).mean()), 3),
+                                "all_within_30_frames": round(float((frame < 30).mean()), 3)},
+        "chunk_fastest_step_mm_median": {arm: {"worst_10%": round(float(np.median(v[top])) * 1e3, 2),
+                                                "all": round(float(np.median(v)) * 1e3, 2)}
+                                         for arm, v in fastest.items()},
+        "largest_command_jump_mm_per_correction": {
+            arm: sorted(round(float(step_moves(p.actions_w, arm).max()) * 1e3, 1) for p in pairs)
+            for arm in ("left", "right")},
+    }
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
