@@ -49,23 +49,22 @@ def bridge_statistics(pairs: list[PairTrajectories], h: int, m: int | None = Non
     """Per arm: the gaps, bridge lengths and bridge speeds of every Case-1 tuple of ``pairs``,
     and the per-step command moves of their corrections ``tau^w``."""
     m = h // 2 if m is None else m
-    out: dict[str, dict] = {}
-    for arm in ARMS:
-        gaps, lengths, speeds, correction = [], [], [], []
-        for p in pairs:
-            t = build_pair_tuples(p.states_l, p.actions_l, p.states_w, p.actions_w, h, m)
-            for k in np.flatnonzero(t.source == SOURCE_L):
-                i = int(t.frame[k])
-                j = closest_index(p.states_l[i], p.states_w)
-                gaps.append(np.linalg.norm(arm_positions(p.states_l[i] - p.states_w[j], arm)))
-                start = bridge_start(p.actions_l, i)
-                lengths.append(np.linalg.norm(arm_positions(t.a_w[k, m] - start, arm)))
-                speeds.append(step_moves(np.vstack([start, t.a_w[k, :m + 1]]), arm).max())
-            correction.extend(step_moves(p.actions_w, arm))
-        out[arm] = {"gap_m": summarize_values(gaps), "bridge_m": summarize_values(lengths),
-                    "bridge_speed_m_per_step": summarize_values(speeds),
-                    "correction_speed_m_per_step": summarize_values(correction)}
-    return out
+    values: dict[str, dict[str, list[float]]] = {arm: {"gap_m": [], "bridge_m": [], "bridge_speed_m_per_step": [],
+                                                       "correction_speed_m_per_step": []} for arm in ARMS}
+    for p in pairs:
+        t = build_pair_tuples(p.states_l, p.actions_l, p.states_w, p.actions_w, h, m)  # once per pair
+        for k in np.flatnonzero(t.source == SOURCE_L):
+            i = int(t.frame[k])
+            j = closest_index(p.states_l[i], p.states_w)
+            start = bridge_start(p.actions_l, i)
+            for arm in ARMS:
+                v = values[arm]
+                v["gap_m"].append(np.linalg.norm(arm_positions(p.states_l[i] - p.states_w[j], arm)))
+                v["bridge_m"].append(np.linalg.norm(arm_positions(t.a_w[k, m] - start, arm)))
+                v["bridge_speed_m_per_step"].append(step_moves(np.vstack([start, t.a_w[k, :m + 1]]), arm).max())
+        for arm in ARMS:
+            values[arm]["correction_speed_m_per_step"].extend(step_moves(p.actions_w, arm))
+    return {arm: {name: summarize_values(v) for name, v in by_name.items()} for arm, by_name in values.items()}
 
 
 def demonstration_speeds(actions: np.ndarray, episode_end: np.ndarray) -> dict[str, dict]:

@@ -49,8 +49,8 @@ def bridge_start(actions: np.ndarray, i: int) -> np.ndarray:
     error, and a gripper closed on an object measures the object's width (USB: about 0.62 on
     the strip and 0.19 on the lamp, both commanded 0). A bridge from the measured pose would
     step the setpoint at its first row and, for a gripper, command it open on a held object:
-    executed from restored grasp states it loosened the grasp into a slip or a drop in 5 of 33
-    probes (0 of 33 from the command; docs/tuples.md). The last command ``actions[i - 1]`` is the
+    executed from restored grasp states of recorded USB pairs it lost a grasp in 19 of 132
+    probes (0 of 132 from the command; docs/tuples.md). The last command ``actions[i - 1]`` is the
     controller's own state at ``M``: a bridge from it continues what the robot was doing, for the
     arms and the grippers alike, in the same representation (commands) as the chunk it joins.
     """

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.evaluate import resolve_policy_dir
 from flowpro.bridges import step_moves
 from flowpro.data import PreferenceDataset
-from flowpro.finetune import collate
 from flowpro.policies import FlowPolicy
 from flowpro.tuples import SOURCE_W, load_pairs
+from tuple_diagnostics import per_sample_flow_loss  # scripts/, on the path when run as a script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,17 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    policy = FlowPolicy.load(Path(args.policy) / "policy" if (Path(args.policy) / "policy").exists() else args.policy)
+    policy = FlowPolicy.load(resolve_policy_dir(args.policy))
     c = policy.config
     pref = PreferenceDataset(args.pairs, c, use_images=bool(c.cameras), env_state=bool(c.env_state_dim))
     idx = np.flatnonzero(pref.source == SOURCE_W)
-    gen, losses = torch.Generator().manual_seed(0), []
-    with torch.no_grad():
-        for s in range(0, len(idx), 512):
-            b = collate([pref[int(i)] for i in idx[s:s + 512]])
-            n = len(b["action"])
-            losses.append(policy.per_sample_loss(b, policy.sample_noise(n, gen), policy.sample_time(n, gen)))
-    loss = torch.cat(losses).numpy()
+    loss = per_sample_flow_loss(policy, pref, idx)
     pairs = load_pairs(args.pairs)
     where = {int(g): k for p in pairs for k, g in enumerate(p.index_w)}  # dataset frame -> frame in its correction
     frame = np.array([where[int(pref.frame[i])] for i in idx])

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.evaluate import resolve_policy_dir
 from flowpro.bridges import bridge_statistics, demonstration_speeds
 from flowpro.data import ChunkDataset, PreferenceDataset
 from flowpro.finetune import collate
@@ -29,15 +30,21 @@ from flowpro.tuples import SOURCE_L, SOURCE_W, load_pairs
 
 
 @torch.no_grad()
-def mean_flow_loss(policy: FlowPolicy, dataset, index: np.ndarray, seed: int = 0, batch: int = 256) -> dict:
-    """Mean and quantiles of the per-sample flow loss over ``dataset[index]``."""
+def per_sample_flow_loss(policy: FlowPolicy, dataset, index: np.ndarray, seed: int = 0, batch: int = 256
+                         ) -> np.ndarray:
+    """The per-sample flow loss of ``dataset[index]``, one shared noise/time draw per sample."""
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for start in range(0, len(index), batch):
         b = collate([dataset[int(i)] for i in index[start:start + batch]])
         n = len(b["action"])
         losses.append(policy.per_sample_loss(b, policy.sample_noise(n, gen), policy.sample_time(n, gen)))
-    v = torch.cat(losses).numpy()
+    return torch.cat(losses).numpy()
+
+
+def mean_flow_loss(policy: FlowPolicy, dataset, index: np.ndarray) -> dict:
+    """Mean and quantiles of the per-sample flow loss over ``dataset[index]``."""
+    v = per_sample_flow_loss(policy, dataset, index)
     return {"n": int(v.size), "mean": round(float(v.mean()), 4), "median": round(float(np.median(v)), 4),
             "q90": round(float(np.quantile(v, 0.9)), 4)}
 
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    policy = FlowPolicy.load(Path(args.policy) / "policy" if (Path(args.policy) / "policy").exists() else args.policy)
+    policy = FlowPolicy.load(resolve_policy_dir(args.policy))
     c = policy.config
     kw = {"use_images": bool(c.cameras), "env_state": bool(c.env_state_dim)}
     demos = ChunkDataset(args.demos, c, **kw)
