@@ -205,7 +205,7 @@ def evaluate(task: str, policy_dir: str | Path, seeds: list[int], split: str = "
     if env_batch > 1 and ensemble_k is not None:
         raise ValueError("temporal ensembling (ensemble_k) runs with env_batch=1 only")
     policy_dir = str(resolve_policy_dir(policy_dir))
-    if env_batch == 1:
+    if env_batch == 1 or not seeds:
         return parallel_map(partial(_rollout_one, task, split, policy_dir, n_action_steps, ensemble_k, time_limit_s),
                             seeds, workers)
     workers = min(workers or os.cpu_count() or 1, max(len(seeds), 1))

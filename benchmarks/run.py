@@ -53,6 +53,7 @@ from flowpro.benches import BenchStopped, RealBench, SimulatedBench
 from flowpro.train import POLICY_PRESETS, SFTConfig, train_sft
 
 if TYPE_CHECKING:
+    from flowpro.finetune import RPROConfig
     from hardware.keys import KeySource
     from hardware.teleop import JointTeleoperator
 
@@ -110,6 +111,13 @@ COLLECTION_ROLLOUTS_PER_PAIR = 20  # flowpro.collect.collect ends a round after 
 COLLECTION_FIELDS = ("task", "base", "pairs", "seed", "handback", "stall_s", "backend", "robot_config")
 
 
+def with_shared_pairs(cfg: RPROConfig, runs: Path) -> RPROConfig:
+    """``cfg`` whose round-1 pairs are shared (``RPROConfig.shared_pairs``) under ``runs`` by every
+    run that agrees on the settings the collection depends on (``COLLECTION_FIELDS``)."""
+    key = {k: v for k, v in cfg.record().items() if k in COLLECTION_FIELDS}
+    return replace(cfg, shared_pairs=str(runs / f"pairs_round1_{_digest(key)}"))
+
+
 def seed_ranges(profile: Profile, seed: int = 0, seeds: int | None = None, rounds: int | None = None
                 ) -> dict[str, range]:
     """The initial-state seeds of a run from training seed ``seed`` (``seeds`` training seeds,
@@ -164,10 +172,16 @@ def selection_record(profile: Profile) -> dict | None:
     out = {}
     for f in files:
         r = json.loads(f.read_text())
-        best, seeds = r["best"], r["tuning_seeds"]
-        out[r["method"]] = {"chosen": best["params"], "tuning_success": f"{best['successes']}/{best['n']}",
-                            "tuning_seeds": f"[{seeds['first']}, {seeds['first'] + seeds['rollouts']}) {seeds['split']}",
-                            "trials": r["finished_trials"], "rule": r["selection_rule"], "source": str(f)}
+        if r.get("best") is None:
+            raise ValueError(f"{f}: the sweep has no finished trial to take values from")
+        try:
+            best, seeds = r["best"], r["tuning_seeds"]
+            out[r["method"]] = {"chosen": best["params"], "tuning_success": f"{best['successes']}/{best['n']}",
+                                "tuning_seeds": f"[{seeds['first']}, {seeds['first'] + seeds['rollouts']}) "
+                                                f"{seeds['split']}",
+                                "trials": r["finished_trials"], "rule": r["selection_rule"], "source": str(f)}
+        except KeyError as e:
+            raise ValueError(f"{f} is not a benchmarks.sweep record: it lacks {e}") from None
     return out
 
 
@@ -283,8 +297,7 @@ def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos:
                      eval_splits="id", save_every=max(1, profile.steps // 2), demos=str(demos),
                      backend=bench.backend, robot_config=bench.robot_config)
     # Round 1 of every method starts from the same base with the same seed: share its pairs.
-    collection_key = {k: v for k, v in cfg.record().items() if k in COLLECTION_FIELDS}
-    cfg = replace(cfg, shared_pairs=str(runs / f"pairs_round1_{_digest(collection_key)}"))
+    cfg = with_shared_pairs(cfg, runs)
     key = {**cfg.record(), "out": None}
     cfg = replace(cfg, out=str(runs / f"{method}_{cfg.loss if method == 'flowpro' else ''}_r{rounds}_s{seed}_{_digest(key)}"))
     run_rounds(cfg, bench=bench)
@@ -401,7 +414,11 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
     results: dict = {"command": command, "settings": settings, "git_commit": _git_commit(),
                      "versions": package_versions(), "machine": {"python": platform.python_version()},
                      "stage_seconds": {}}
-    selection = selection_record(profile)
+    try:
+        selection = selection_record(profile)
+    except (FileNotFoundError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        print(f"error: profile {args.profile!r}: {e}", file=sys.stderr)
+        return 2
     if selection is not None:
         results["selection"] = selection
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import shlex
 import sys
@@ -45,7 +46,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from benchmarks.evaluate import resolve_policy_dir
-from benchmarks.run import COLLECTION_FIELDS, PROFILES, Profile, _digest, check_seed_ranges
+from benchmarks.run import PROFILES, Profile, _digest, check_seed_ranges, with_shared_pairs
 from envs.tasks import TASKS
 from flowpro.benches import SimulatedBench
 from flowpro.finetune import RPROConfig, run_rounds
@@ -85,8 +86,7 @@ def trial_config(args: argparse.Namespace, profile: Profile, params: dict[str, A
                      warmup=max(1, steps // 10), save_every=max(1, steps // 2), seed=args.seed,
                      eval_rollouts=profile.tuning_rollouts, eval_splits="id", eval_seed=profile.tuning_seed,
                      workers=args.workers)
-    collection = {k: v for k, v in cfg.record().items() if k in COLLECTION_FIELDS}
-    cfg = replace(cfg, shared_pairs=str(runs / f"pairs_round1_{_digest(collection)}"))
+    cfg = with_shared_pairs(cfg, runs)
     return replace(cfg, out=str(runs / f"{args.method}_{_digest({**cfg.record(), 'out': None})}"))
 
 
@@ -155,16 +155,17 @@ def write_outputs(study: optuna.Study, args: argparse.Namespace, profile: Profil
     names = SPACES[args.method]
     note = _tuning_note(profile)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / f"{args.method}_trials.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["trial", *names, "successes", "n", "success_rate", "wilson_low", "wilson_high", "run_dir",
-                    "seconds", "error", "evaluated_on"])
-        for t in trials:
-            a = t.user_attrs
-            lo, hi = a.get("wilson95", ("", ""))
-            w.writerow([t.number, *(t.params.get(n, "") for n in names), a.get("successes", ""), a.get("n", ""),
-                        "" if t.value is None else t.value, lo, hi, a.get("run_dir", ""), a.get("seconds", ""),
-                        a.get("error", ""), note])
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["trial", *names, "successes", "n", "success_rate", "wilson_low", "wilson_high", "run_dir",
+                "seconds", "error", "evaluated_on"])
+    for t in trials:
+        a = t.user_attrs
+        lo, hi = a.get("wilson95", ("", ""))
+        w.writerow([t.number, *(t.params.get(n, "") for n in names), a.get("successes", ""), a.get("n", ""),
+                    "" if t.value is None else t.value, lo, hi, a.get("run_dir", ""), a.get("seconds", ""),
+                    a.get("error", ""), note])
+    _write_whole(out / f"{args.method}_trials.csv", table.getvalue())
     best = best_trial(trials, profile)
     space = _space_record(args)
     _plot(trials, best, names, args.method, note, space, out / f"{args.method}_sweep.png")
@@ -180,8 +181,16 @@ def write_outputs(study: optuna.Study, args: argparse.Namespace, profile: Profil
         "selection_rule": SELECTION_RULE, "note": note, "search_space": space,
         "finished_trials": len(trials), "command": command,
     }
-    (out / f"{args.method}_best.json").write_text(json.dumps(record, indent=2) + "\n")
+    _write_whole(out / f"{args.method}_best.json", json.dumps(record, indent=2) + "\n")
     return best
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so an interrupted sweep leaves the old
+    file or the new one, never half of one (the runner reads ``*_best.json``)."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _space_record(args: argparse.Namespace) -> dict[str, Any]:

@@ -221,7 +221,7 @@ class XTrainerEnv(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self.data.qacc_warmstart[:] = warmstart
         self._py["step"] += 1
-        # The task's predicates read one view of this state (one contact scan), taken here once.
+        # The task's predicates read one view of this state (its contact scans), taken here once.
         view = self.task.view(self.data)
         self._update_task_status(view)
         return self.observe(), self._info(ik=reports, view=view)

@@ -125,3 +125,16 @@ def test_sweep_writes_its_outputs_and_resumes(usb_base, tmp_path):  # noqa: F811
 
     # Other settings into the same study are refused rather than mixed.
     assert sweep_main(_sweep_argv(usb_base, tmp_path, 4, "--seed", "1")) == 2
+
+
+def test_runner_refuses_a_sweep_without_a_scored_trial_before_any_work(tmp_path, capsys, monkeypatch):
+    import benchmarks.run as runner
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "rpro_best.json").write_text(json.dumps({"method": "rpro", "best": None}))
+    monkeypatch.setitem(runner.PROFILES, "smoke", replace(runner.PROFILES["smoke"], sweep=str(sweep)))
+    out = tmp_path / "results"
+    assert run_main(["--task", "usb", "--profile", "smoke", "--out", str(out), "--data", str(tmp_path / "d"),
+                     "--runs", str(tmp_path / "r")]) == 2
+    assert "no finished trial" in capsys.readouterr().err and not out.exists()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch  # noqa: E402
 
 from benchmarks.evaluate import EVAL_SEED, PolicyRunner, evaluate, sample_chunks  # noqa: E402
 from benchmarks.perf import write_result  # noqa: E402
+from benchmarks.run import _git_commit  # noqa: E402
 from envs.env import XTrainerEnv  # noqa: E402
 from envs.rollout import rollout  # noqa: E402
 from flowpro.policies import BuiltinConfig, BuiltinVLA, FlowPolicy  # noqa: E402
@@ -153,13 +153,6 @@ def evaluation_speed(policy_dir: Path, seeds: list[int], workers: int, env_batch
         "note": ("result dicts hold seed, outcome, steps, failures and stages, not trajectories; this untrained "
                  "policy's rollouts all run to the time limit, so its outcomes cannot tell the paths apart"),
     }
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

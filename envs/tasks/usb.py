@@ -319,7 +319,7 @@ class UsbTask(Task):
                        strip_lifted=self.strip_lifted(data), lamp_out_of_holder=self.lamp_out_of_holder(data))
 
     def is_success(self, data, view: UsbView | None = None) -> bool:
-        ps = (view or self.view(data)).plug
+        ps = view.plug if view is not None else self.plug_state(data)  # success needs the plug only
         return (ps.depth >= SOCKET_DEPTH - SEATED_TOL and ps.tilt <= AXIS_TOL_RAD
                 and bool(np.all(np.abs(ps.lateral) <= self.clearance + 2e-4)))
 
