@@ -1,7 +1,7 @@
 """Where in the corrections the base's flow loss sits (issue 14, part 1: the open lead).
 
     python scripts/correction_loss_profile.py --policy runs/usb/sft_xxx --pairs runs/usb/diag_bounded/pairs_r1_30 \
-        --out results/usb/diagnostics/correction_loss_profile.json
+        --demos data/usb/demos_xxx --out results/usb/diagnostics/correction_loss_profile.json
 
 Under the policy, with one shared noise/time draw per sample, the per-sample flow loss of every
 Case-2 tuple (a state on ``tau^w`` with its chunk). The script reports:
@@ -9,7 +9,10 @@ Case-2 tuple (a state on ``tau^w`` with its chunk). The script reports:
 - how much of the total loss the worst 5 % and 10 % of samples carry;
 - where those samples sit in their correction (frames after the rollback);
 - how fast their chunks move, beside all samples;
-- each correction's largest single-step command jump.
+- each correction's largest single-step command jump;
+- with ``--demos``: the corrections' commands beside the demonstrations' (how often a command
+  equals the measured pose and how often that flips, and the quantiles of single-step moves,
+  counted within episodes only).
 """
 
 from __future__ import annotations
@@ -24,17 +27,37 @@ import numpy as np
 import torch
 
 from benchmarks.evaluate import resolve_policy_dir
-from flowpro.bridges import step_moves
-from flowpro.data import PreferenceDataset
+from flowpro.bridges import arm_positions, step_moves
+from flowpro.data import ChunkDataset, PreferenceDataset
 from flowpro.policies import FlowPolicy
 from flowpro.tuples import SOURCE_W, load_pairs
 from tuple_diagnostics import per_sample_flow_loss  # scripts/, on the path when run as a script
+
+
+def command_profile(episodes: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Per arm, over ``(actions, states)`` episodes: the share of commands equal to the measured
+    position, the share of steps where that flips, and quantiles of single-step command moves in
+    mm, all within episodes."""
+    out = {}
+    for arm in ("left", "right"):
+        at_measured, flips, moves = [], [], []
+        for a, s in episodes:
+            same = np.linalg.norm(arm_positions(a - s, arm), axis=-1) < 1e-6
+            at_measured.append(same)
+            flips.append(same[1:] != same[:-1])
+            moves.append(step_moves(a, arm))
+        mv = np.concatenate(moves) * 1e3
+        out[arm] = {"commands_at_measured": round(float(np.concatenate(at_measured).mean()), 3),
+                    "flip_rate": round(float(np.concatenate(flips).mean()), 3),
+                    "move_mm_q99_q999_max": [round(float(x), 1) for x in np.quantile(mv, [0.99, 0.999, 1.0])]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", required=True)
     ap.add_argument("--pairs", required=True)
+    ap.add_argument("--demos", default=None, help="the base's demonstrations, to compare commands with")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -67,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             arm: sorted(round(float(step_moves(p.actions_w, arm).max()) * 1e3, 1) for p in pairs)
             for arm in ("left", "right")},
     }
+    if args.demos:
+        demos = ChunkDataset(args.demos, c, use_images=False, env_state=False)
+        ends = demos.episode_end.numpy()
+        result["commands_vs_demonstrations"] = {
+            "corrections": command_profile([(p.actions_w, p.states_w) for p in pairs]),
+            "demonstrations": command_profile([(demos.action.double().numpy()[ends == e],
+                                                demos.state.double().numpy()[ends == e]) for e in np.unique(ends)])}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
