@@ -165,6 +165,37 @@ def test_expert_takes_over_after_rollback(usb_env):
     assert info["is_success"]
 
 
+def test_expert_taking_over_keeps_the_holding_pose_it_finds():
+    """A correction continues what the scene commits to (docs/oracle.md): the oracle's fresh
+    expert, reset at a state where the strip is held at its holding pose and the plug approaches
+    the socket, keeps the strip there and does not pull the plug back (a freshly drawn holding
+    pose moved the strip 17 mm and pulled the plug 47 mm back from this state)."""
+    env = XTrainerEnv(task="usb", obs_mode="state")
+    t = env.task
+    env.reset(seed=5)
+    expert = t.make_expert()
+    expert.reset(env, np.random.default_rng(5))
+    for _ in range(141):
+        _, info = env.act(expert.act(env))
+    assert info["stage"] == "align" and t.held(env.data, "left", "strip") and t.held(env.data, "right", "lamp")
+    snap = env.snapshot()
+
+    def plug_to_socket() -> float:
+        return float(np.linalg.norm(t.plug_pose(env.data)[:3, 3] - t.socket_pose(env.data)[:3, 3]))
+
+    for rng_seed in (1, 2, 3):
+        env.restore(snap)
+        fresh = t.make_expert()
+        fresh.reset(env, np.random.default_rng(rng_seed))
+        strip0, d0, d_max = t.object_pose(env.data, "strip")[:3, 3].copy(), plug_to_socket(), 0.0
+        for _ in range(30):
+            env.act(fresh.act(env))
+            d_max = max(d_max, plug_to_socket())
+        assert np.linalg.norm(t.object_pose(env.data, "strip")[:3, 3] - strip0) < 0.002
+        assert d_max - d0 < 0.005
+    env.close()
+
+
 def test_usb_env_passes_gymnasium_checker():
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env

@@ -4,6 +4,12 @@ Every call re-decides from privileged state (what is held, where the plug is rel
 socket), so it can take over from any reachable state, e.g. one the policy was rolled back
 to. Its only memory is the per-episode variation drawn at ``reset`` (speeds, grasp offsets,
 holding pose), which keeps demonstrations naturally different from each other.
+
+Taking over mid-task (the oracle's correction after a rollback), ``reset`` keeps what the scene
+already commits to: a strip that is held and lifted keeps its holding pose, within the range a
+fresh draw would allow. A fresh holding pose would make the expert carry the strip up to 3 cm
+away and pull the plug back from the socket to wait for it; corrections recorded so contradicted
+the demonstrations in the states they share (docs/oracle.md).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from envs.tasks.usb import CUP_HEIGHT, SOCKET_DEPTH, STRIP_HALF, UsbTask
 from envs.xtrainer import FINGER_TRAVEL_M
 
 HOLD_STRIP = np.array([-0.02, -0.13, 0.88])  # nominal strip centre in the holding pose
+HOLD_RANGE = 0.015  # m: the holding pose varies by up to this much per axis between episodes
 MAX_ROT_SPEED = 2.0  # rad/s
 FINE_SPEED = 0.02  # m/s, plug alignment near the socket
 ALIGN_TOL = 0.00012  # lateral plug error allowed before descending into the socket
@@ -70,8 +77,13 @@ class UsbExpert:
             "strip_grasp_x": float(rng.uniform(-0.055, -0.035)),
             "lamp_grasp_z": float(rng.uniform(0.078, 0.09)),
             "approach_h": float(rng.uniform(0.05, 0.08)),
-            "hold_offset": rng.uniform(-0.015, 0.015, 3).tolist(),
+            "hold_offset": rng.uniform(-HOLD_RANGE, HOLD_RANGE, 3).tolist(),
         }
+        t, d = self.task, env.data
+        strip = t.object_pose(d, "strip")[:3, 3]
+        if t.held(d, "left", "strip") and strip[2] >= t.strip_rest_z + 0.03:
+            # Already carried: keep the nearest holding pose a fresh draw could give.
+            self.state["hold_offset"] = np.clip(strip - HOLD_STRIP, -HOLD_RANGE, HOLD_RANGE).tolist()
 
     def get_state(self) -> dict[str, Any]:
         return dict(self.state)
