@@ -152,6 +152,14 @@ class FlowPolicy(nn.Module, ABC):
     # ------------------------------------------------------------------ loss (paper Eq. 3)
     def per_sample_loss(self, batch: dict[str, Any], noise: Tensor, time: Tensor, encoding: Any = None) -> Tensor:
         """Masked per-sample flow-matching loss ``mean_(h,d valid) (v - u)^2`` -> [B]."""
+        err = self.flow_errors(batch, noise, time, encoding)
+        valid = torch.ones_like(err[..., 0]) if ACTION_PAD not in batch else (~batch[ACTION_PAD]).to(err.dtype)
+        per_step = err.mean(-1)  # all action dims are real here; padded steps are masked below
+        return (per_step * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+
+    def flow_errors(self, batch: dict[str, Any], noise: Tensor, time: Tensor, encoding: Any = None) -> Tensor:
+        """The unreduced flow-matching errors ``(v - u)^2`` -> [B, H, A] (padding not masked):
+        what :meth:`per_sample_loss` averages, for diagnostics per action dimension."""
         actions = batch[ACTION]
         self._check_chunk(actions, "batch['action']")
         a = self.actions_to_model(actions, batch)
@@ -162,10 +170,7 @@ class FlowPolicy(nn.Module, ABC):
         u = noise - a
         enc = self.encode(batch) if encoding is None else encoding
         v = self.velocity(enc, x_t, time, batch.get(CONDITION))
-        err = (v - u) ** 2
-        valid = torch.ones_like(err[..., 0]) if ACTION_PAD not in batch else (~batch[ACTION_PAD]).to(err.dtype)
-        per_step = err.mean(-1)  # all action dims are real here; padded steps are masked below
-        return (per_step * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+        return (v - u) ** 2
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
