@@ -55,11 +55,20 @@ class PolicyConfig:
     # +-b. States far from the demonstrations (a strip tilted in a slip, a dropped lamp) otherwise
     # reach |z| in the hundreds on dimensions the demonstrations hardly vary (docs/tuples.md).
     input_bound: float | None = None
+    # How actions are scaled: "column" divides each column by its own spread over the data;
+    # "group" by one spread per physical quantity (each arm's position, its 6D rotation, each
+    # gripper; the RMS of the columns' spreads), so a rotation component the demonstrations keep
+    # nearly constant (the tool's tilt) is not magnified 20x beside the others (docs/tuples.md).
+    action_scale: str = "column"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.time_sampling not in ("beta", "uniform"):
             raise ValueError(f"time_sampling must be 'beta' or 'uniform', got {self.time_sampling!r}")
+        if self.action_scale not in ("column", "group"):
+            raise ValueError(f"action_scale must be 'column' or 'group', got {self.action_scale!r}")
+        if self.action_scale == "group" and self.action_dim != 20:
+            raise ValueError(f"action_scale 'group' needs the 20-column two-arm layout, got action_dim {self.action_dim}")
         if self.input_bound is not None and not self.input_bound > 0:
             raise ValueError(f"input_bound must be > 0 (or None: no bound), got {self.input_bound}")
         if not 1 <= self.n_action_steps <= self.chunk_size:
@@ -90,6 +99,16 @@ class Normalizer(nn.Module):
 
 
 GRIPPER_COLUMNS = (9, 19)  # SPEC §2 layout: the gripper scalar of each arm stays absolute
+# One physical quantity each (PolicyConfig.action_scale = "group"): position, 6D rotation, gripper.
+ACTION_GROUPS = (slice(0, 3), slice(3, 9), slice(9, 10), slice(10, 13), slice(13, 19), slice(19, 20))
+
+
+def group_scale(std: Tensor) -> Tensor:
+    """Per-column spreads -> one spread per action group (the RMS of its columns'), per column."""
+    out = torch.as_tensor(std, dtype=torch.float32).clone()
+    for g in ACTION_GROUPS:
+        out[g] = out[g].pow(2).mean().sqrt()
+    return out
 
 
 def relative_mask(action_dim: int) -> Tensor:
@@ -231,7 +250,8 @@ class FlowPolicy(nn.Module, ABC):
         """Dataset statistics: ``stats[key] = {"mean": ..., "std": ...}`` for state, action, env state
         (for a relative-action policy, ``stats["action"]`` describes the relative chunks)."""
         self.state_norm.set_stats(stats[OBS_STATE]["mean"], stats[OBS_STATE]["std"])
-        self.action_norm.set_stats(stats[ACTION]["mean"], stats[ACTION]["std"])
+        std = stats[ACTION]["std"]
+        self.action_norm.set_stats(stats[ACTION]["mean"], group_scale(std) if self.config.action_scale == "group" else std)
         if self.config.env_state_dim:
             self.env_norm.set_stats(stats[OBS_ENV]["mean"], stats[OBS_ENV]["std"])
 
