@@ -5,7 +5,7 @@
 
 Under the policy, one shared noise/time draw per sample, the flow-matching error ``(v - u)^2``
 (normalised action space, padded steps masked) averaged per action group (each arm's position,
-rotation and gripper) over: demonstration frames, all Case-2 states, the worst 10 % of Case-2
+rotation and gripper), and per column beside the column's normalisation spread, over: demonstration frames, all Case-2 states, the worst 10 % of Case-2
 states, Case-2 states in the first 30 frames after the rollback, and the Case-1 bridges. Also
 which environment-state inputs lie beyond 10 standard deviations of the demonstrations, and how
 often, in the pairs' frames.
@@ -36,8 +36,8 @@ USB_ENV_STATE = (["strip_qpos"] * 7 + ["lamp_qpos"] * 7 + ["holder_pos"] * 3 + [
 
 
 @torch.no_grad()
-def group_errors(policy: FlowPolicy, dataset, index: np.ndarray, seed: int = 0, batch: int = 256) -> np.ndarray:
-    """[N, groups]: each sample's mean flow error per action group over its valid steps."""
+def column_errors(policy: FlowPolicy, dataset, index: np.ndarray, seed: int = 0, batch: int = 256) -> np.ndarray:
+    """[N, action columns]: each sample's mean flow error per column over its valid steps."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, len(index), batch):
@@ -45,9 +45,13 @@ def group_errors(policy: FlowPolicy, dataset, index: np.ndarray, seed: int = 0, 
         n = len(b["action"])
         err = policy.flow_errors(b, policy.sample_noise(n, gen), policy.sample_time(n, gen))
         valid = (~b["action_is_pad"]).float() if "action_is_pad" in b else torch.ones(err.shape[:2])
-        per_step = torch.stack([err[..., g].mean(-1) for g in GROUPS.values()], -1)  # [n, H, groups]
-        out.append(((per_step * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)).numpy())
+        out.append(((err * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)).numpy())
     return np.concatenate(out)
+
+
+def group_errors(columns: np.ndarray) -> np.ndarray:
+    """[N, columns] -> [N, groups]: the mean over each group's columns."""
+    return np.stack([columns[:, g].mean(1) for g in GROUPS.values()], 1)
 
 
 def summary(e: np.ndarray) -> dict:
@@ -83,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     pref = PreferenceDataset(args.pairs, c, **kw)
     demo_idx = np.random.default_rng(0).choice(len(demos), size=min(args.demo_frames, len(demos)), replace=False)
     w = np.flatnonzero(pref.source == SOURCE_W)
-    ew = group_errors(policy, pref, w)
+    cols = {"demonstrations": column_errors(policy, demos, demo_idx), "case2_all": column_errors(policy, pref, w),
+            "case1_bridges": column_errors(policy, pref, np.flatnonzero(pref.source == SOURCE_L))}
+    ew = group_errors(cols["case2_all"])
     where = {int(g): k for p in load_pairs(args.pairs) for k, g in enumerate(p.index_w)}
     frame = np.array([where[int(pref.frame[i])] for i in w])
     worst = np.argsort(-ew.mean(1))[:len(w) // 10]
@@ -91,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
               "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
               "groups": {g: [s.start, s.stop] for g, s in GROUPS.items()},
               "flow_error_by_group": {
-                  "demonstrations": summary(group_errors(policy, demos, demo_idx)),
+                  "demonstrations": summary(group_errors(cols["demonstrations"])),
                   "case2_all": summary(ew),
                   "case2_worst_10%": summary(ew[worst]),
                   "case2_first_30_frames": summary(ew[frame < 30]),
                   "case2_after_30_frames": summary(ew[frame >= 30]),
-                  "case1_bridges": summary(group_errors(policy, pref, np.flatnonzero(pref.source == SOURCE_L)))}}
+                  "case1_bridges": summary(group_errors(cols["case1_bridges"]))},
+              "action_std_per_column": [float(f"{float(v):.3g}") for v in policy.action_norm.std],
+              "flow_error_per_column": {k: [round(float(v), 3) for v in e.mean(0)] for k, e in cols.items()}}
     if c.env_state_dim:
         names = USB_ENV_STATE if c.env_state_dim == len(USB_ENV_STATE) else []
         result["env_state_beyond_10_sd"] = env_outliers(policy, pref, names)
