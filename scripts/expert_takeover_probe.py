@@ -15,14 +15,11 @@ moves the strip or pulls the plug back contradicts the demonstrations.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-from pathlib import Path
-
 import numpy as np
 
 from envs.env import XTrainerEnv
+from script_output import provenance, write_result  # scripts/, on the path when run as a script
 
 STEPS = 30
 
@@ -80,14 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = {who: {"strip_moved_mm": quantiles([p[who][0] for p in rows]),
                                "plug_retreat_mm": quantiles([p[who][1] for p in rows])}
                          for who in ("continuation", "fresh_expert")}
-    result = {"command": "python scripts/expert_takeover_probe.py " + " ".join(argv or sys.argv[1:]),
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-              "steps_per_probe": STEPS, "summary": summary, "probes": probes}
-    text = json.dumps(result, indent=1)
-    print(json.dumps(summary, indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    result = {**provenance("expert_takeover_probe.py", argv), "steps_per_probe": STEPS, "summary": summary,
+              "probes": probes}
+    write_result(result, args.out, shown=summary)
     return 0
 
 

@@ -14,10 +14,7 @@ often, in the pairs' frames.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +24,7 @@ from flowpro.data import ChunkDataset, PreferenceDataset
 from flowpro.finetune import collate
 from flowpro.policies import FlowPolicy
 from flowpro.tuples import SOURCE_L, SOURCE_W, load_pairs
+from script_output import provenance, write_result  # scripts/, on the path when run as a script
 
 GROUPS = {"left_pos": slice(0, 3), "left_rot": slice(3, 9), "left_grip": slice(9, 10),
           "right_pos": slice(10, 13), "right_rot": slice(13, 19), "right_grip": slice(19, 20)}
@@ -93,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     where = {int(g): k for p in load_pairs(args.pairs) for k, g in enumerate(p.index_w)}
     frame = np.array([where[int(pref.frame[i])] for i in w])
     worst = np.argsort(-ew.mean(1))[:len(w) // 10]
-    result = {"command": "python scripts/loss_by_dimension.py " + " ".join(argv or sys.argv[1:]),
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    result = {**provenance("loss_by_dimension.py", argv),
               "groups": {g: [s.start, s.stop] for g, s in GROUPS.items()},
               "flow_error_by_group": {
                   "demonstrations": summary(group_errors(cols["demonstrations"])),
@@ -108,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if c.env_state_dim:
         names = USB_ENV_STATE if c.env_state_dim == len(USB_ENV_STATE) else []
         result["env_state_beyond_10_sd"] = env_outliers(policy, pref, names)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    write_result(result, args.out)
     return 0
 
 

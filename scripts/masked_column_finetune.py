@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.evaluate import evaluate, resolve_policy_dir
-from envs.expert_eval import summarize
+from benchmarks.evaluate import resolve_policy_dir
 from flowpro.data import ChunkDataset, PreferenceDataset
 from flowpro.finetune import Method, RPROConfig, collate, finetune_round
 from flowpro.policies import FlowPolicy
 from flowpro.policies.base import ACTION, ACTION_PAD
 from flowpro.tuples import SOURCE_L
+from script_output import provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
 
 
 def masked_loss(policy: FlowPolicy, batch: dict, noise, t, keep: torch.Tensor) -> torch.Tensor:
@@ -105,21 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     if not policy_dir.exists():
         method = MaskedSFT(cfg, keep)
         finetune_round(cfg, 1, method, policy, None, method.buffers(pref, [], sft), out / "train")
-    rollouts = evaluate("usb", policy_dir, list(range(args.seed, args.seed + args.rollouts)), "id", args.workers)
+    rollouts, evaluation = tuning_evaluation(policy_dir, args.seed, args.rollouts, args.workers)
     (out / "eval_id.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
-    s = summarize(rollouts)
-    result = {"command": "python scripts/masked_column_finetune.py " + " ".join(argv or sys.argv[1:]),
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-              "dropped_columns": drop, "dropped_columns_std": [float(f"{float(policy.action_norm.std[k]):.3g}") for k in drop],
+    result = {**provenance("masked_column_finetune.py", argv), "dropped_columns": drop, "dropped_columns_std": [float(f"{float(policy.action_norm.std[k]):.3g}") for k in drop],
               "bridge_gradient_share_per_column": shares,
-              "bridge_gradient_share_of_dropped": round(sum(shares[k] for k in drop), 4),
-              "scenes": f"ID tuning seeds {args.seed}..{args.seed + args.rollouts - 1}",
-              "evaluation": {k: s[k] for k in ("episodes", "successes", "success_rate", "wilson95", "reached_stage")},
+              "bridge_gradient_share_of_dropped": round(sum(shares[k] for k in drop), 4), **evaluation,
               "rollouts": rollouts}
-    print(json.dumps({k: v for k, v in result.items() if k != "rollouts"}, indent=1))
-    if args.result:
-        Path(args.result).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.result).write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.result, shown={k: v for k, v in result.items() if k != "rollouts"})
     return 0
 
 

@@ -14,16 +14,14 @@ Normalisation statistics (buffers) are left as they are.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from benchmarks.evaluate import evaluate, resolve_policy_dir
-from envs.expert_eval import summarize
+from benchmarks.evaluate import resolve_policy_dir
 from flowpro.policies import FlowPolicy
+from script_output import provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,19 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             total_base += float(p.norm()) ** 2
     policy_dir = Path(args.out) / "policy"
     base.save(policy_dir)
-    rollouts = evaluate("usb", policy_dir, list(range(args.seed, args.seed + args.rollouts)), "id", args.workers)
-    s = summarize(rollouts)
-    result = {"command": "python scripts/perturbation_probe.py " + " ".join(argv or sys.argv[1:]),
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-              "tuned_policy": str(tuned_dir), "relative_step": round((moved / total_base) ** 0.5, 5),
-              "scenes": f"ID tuning seeds {args.seed}..{args.seed + args.rollouts - 1}",
-              "evaluation": {k: s[k] for k in ("episodes", "successes", "success_rate", "wilson95", "reached_stage",
-                                               "terminated_by")},
-              "rollouts": rollouts}
-    print(json.dumps({k: v for k, v in result.items() if k != "rollouts"}, indent=1))
-    if args.result:
-        Path(args.result).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.result).write_text(json.dumps(result, indent=1) + "\n")
+    rollouts, evaluation = tuning_evaluation(policy_dir, args.seed, args.rollouts, args.workers)
+    result = {**provenance("perturbation_probe.py", argv), "tuned_policy": str(tuned_dir),
+              "relative_step": round((moved / total_base) ** 0.5, 5), **evaluation, "rollouts": rollouts}
+    write_result(result, args.result, shown={k: v for k, v in result.items() if k != "rollouts"})
     return 0
 
 

@@ -13,10 +13,7 @@ the bridges' gaps, lengths and speeds beside the demonstrations' and corrections
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +24,7 @@ from flowpro.data import ChunkDataset, PreferenceDataset
 from flowpro.finetune import collate
 from flowpro.policies import FlowPolicy
 from flowpro.tuples import SOURCE_L, SOURCE_W, load_pairs
+from script_output import provenance, write_result  # scripts/, on the path when run as a script
 
 
 @torch.no_grad()
@@ -87,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for v in loss.values():
         v["times_demonstrations"] = round(v["mean"] / base, 2)
     pairs = load_pairs(args.pairs)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = {"command": "python scripts/tuple_diagnostics.py " + " ".join(argv or sys.argv[1:]), "git_commit": commit,
+    result = {**provenance("tuple_diagnostics.py", argv),
               "pairs": len(pairs), "tuples": {"case1": int((pref.source == SOURCE_L).sum()),
                                               "case2": int((pref.source == SOURCE_W).sum())},
               "tau_l_frames": [len(p.states_l) for p in pairs], "tau_w_frames": [len(p.states_w) for p in pairs],
@@ -96,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
               "normalised_inputs": {"demonstrations": input_ranges(policy, demos), "pairs": input_ranges(policy, pref)},
               "bridges": bridge_statistics(pairs, c.chunk_size),
               "demonstrations": demonstration_speeds(demos.action.double().numpy(), demos.episode_end.numpy())}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    write_result(result, args.out)
     return 0
 
 

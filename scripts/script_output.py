@@ -1,0 +1,34 @@
+"""What every diagnostic script in scripts/ writes: the command and commit that made a result,
+the result as JSON (printed, and written whole to ``--out``), and an evaluation on the tuning scenes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.evaluate import evaluate
+from benchmarks.run import _git_commit
+from envs.expert_eval import summarize
+
+
+def provenance(script: str, argv: list[str] | None) -> dict:
+    """``command`` and ``git_commit`` (``+dirty`` when tracked files differ) of a script's run."""
+    return {"command": f"python scripts/{script} " + " ".join(argv or sys.argv[1:]), "git_commit": _git_commit()}
+
+
+def write_result(result: dict, out: str | None, shown: object = None) -> None:
+    """Print ``shown`` (default: the whole result) and write the result to ``out`` if given."""
+    print(json.dumps(result if shown is None else shown, indent=1))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def tuning_evaluation(policy_dir: Path, first: int, rollouts: int, workers: int) -> tuple[list[dict], dict]:
+    """USB ID rollouts on the tuning scenes ``first ..``: the rollouts and their summary."""
+    runs = evaluate("usb", policy_dir, list(range(first, first + rollouts)), "id", workers)
+    s = summarize(runs)
+    return runs, {"scenes": f"ID tuning seeds {first}..{first + rollouts - 1}",
+                  "evaluation": {k: s[k] for k in ("episodes", "successes", "success_rate", "wilson95",
+                                                   "reached_stage", "terminated_by")}}
