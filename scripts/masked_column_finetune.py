@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.evaluate import resolve_policy_dir
 from flowpro.data import ChunkDataset, PreferenceDataset
 from flowpro.finetune import Method, RPROConfig, collate, finetune_round
 from flowpro.policies import FlowPolicy
 from flowpro.policies.base import ACTION, ACTION_PAD
 from flowpro.tuples import SOURCE_L
-from script_output import provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
+from script_output import add_evaluation_arguments, load_base, provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
 
 
 def masked_loss(policy: FlowPolicy, batch: dict, noise, t, keep: torch.Tensor) -> torch.Tensor:
@@ -82,20 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-columns", default="5,8,18")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=3e-5)
-    ap.add_argument("--rollouts", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=5000, help="first tuning scene")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--result", default=None)
+    add_evaluation_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    base_dir = resolve_policy_dir(args.base)
-    policy = FlowPolicy.load(base_dir)
+    base_dir, policy, demos, kw = load_base(args.base)
     c = policy.config
     drop = [int(x) for x in args.drop_columns.split(",") if x]
     keep = torch.ones(c.action_dim, dtype=torch.bool)
     keep[drop] = False
-    demos = json.loads((base_dir.parent / "train_config.json").read_text())["dataset"]
-    kw = {"use_images": bool(c.cameras), "env_state": bool(c.env_state_dim)}
     pref, sft = PreferenceDataset(args.pairs, c, **kw), ChunkDataset(demos, c, **kw)
     shares = gradient_shares(policy, pref)
     cfg = RPROConfig(task="usb", base=str(base_dir), out=args.out, rounds=1, loss="sft", steps=args.steps, lr=args.lr)

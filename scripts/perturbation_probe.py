@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.evaluate import resolve_policy_dir
 from flowpro.policies import FlowPolicy
-from script_output import provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
+from script_output import add_evaluation_arguments, provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", required=True)
     ap.add_argument("--tuned", required=True, help="the fine-tuned run (or policy directory) whose step size is copied")
     ap.add_argument("--out", required=True, help="where the perturbed policy is written")
-    ap.add_argument("--rollouts", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=5000, help="first tuning scene")
     ap.add_argument("--noise-seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--result", default=None)
+    add_evaluation_arguments(ap)
     args = ap.parse_args(argv)
     base = FlowPolicy.load(resolve_policy_dir(args.base))
     tuned_dir = Path(args.tuned)

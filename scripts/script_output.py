@@ -3,13 +3,15 @@ the result as JSON (printed, and written whole to ``--out``), and an evaluation 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
-from benchmarks.evaluate import evaluate
+from benchmarks.evaluate import evaluate, resolve_policy_dir
 from benchmarks.run import _git_commit
 from envs.expert_eval import summarize
+from flowpro.policies import FlowPolicy
 
 
 def provenance(script: str, argv: list[str] | None) -> dict:
@@ -32,3 +34,21 @@ def tuning_evaluation(policy_dir: Path, first: int, rollouts: int, workers: int)
     return runs, {"scenes": f"ID tuning seeds {first}..{first + rollouts - 1}",
                   "evaluation": {k: s[k] for k in ("episodes", "successes", "success_rate", "wilson95",
                                                    "reached_stage", "terminated_by")}}
+
+
+def add_evaluation_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--rollouts``, ``--seed`` (the first tuning scene), ``--workers`` and ``--result``."""
+    ap.add_argument("--rollouts", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=5000, help="first tuning scene")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--result", default=None, help="where the result JSON is written")
+
+
+def load_base(base: str) -> tuple[Path, FlowPolicy, str, dict]:
+    """A base run's policy directory, the policy, its demonstrations' root and the dataset
+    keywords (images, privileged state) that match the policy."""
+    base_dir = resolve_policy_dir(base)
+    policy = FlowPolicy.load(base_dir)
+    demos = json.loads((base_dir.parent / "train_config.json").read_text())["dataset"]
+    c = policy.config
+    return base_dir, policy, demos, {"use_images": bool(c.cameras), "env_state": bool(c.env_state_dim)}
