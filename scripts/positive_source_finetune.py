@@ -16,7 +16,8 @@ DAgger-Buffered's protocol (behaviour cloning, 80 % of each batch from the "curr
 - ``case2_no:KIND:DIR``: the corrections of pairs whose intervention was not ``KIND`` (e.g. stall).
 - ``case2_drop:IDS:DIR``: the corrections of every pair but those with the comma-separated ids.
 
-The fine-tuned policy is evaluated on the tuning scenes. A diagnostic only.
+``--current-share`` replaces the 80 % (the rest of each batch comes from ``D_SFT``). The fine-tuned
+policy is evaluated on the tuning scenes. A diagnostic only.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def correction_subset(pref: PreferenceDataset, keep_pair: np.ndarray, min_offset
         offset[sel] = pref.frame[sel].numpy() - int(pref.frame[sel].min())
     keep = on_w & keep_pair[pref.pair_of] & (offset >= min_offset)
     return torch.utils.data.Subset(pref, np.flatnonzero(keep).tolist())
+
+
+class SharedBuffered(DAggerBuffered):
+    """DAgger-Buffered with another share of the current buffer in each batch."""
+
+    def __init__(self, cfg: RPROConfig, share: float):
+        super().__init__(cfg)
+        self.share = share
+
+    def ratios(self, k, buffers):
+        return {CURRENT: self.share, SFT: 1.0 - self.share}
 
 
 def current_buffer(spec: str, config, kw: dict) -> tuple[torch.utils.data.Dataset, dict]:
@@ -85,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="run directory of the fine-tuning")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--current-share", type=float, default=0.8, help="share of each batch from the current buffer")
     add_evaluation_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -95,12 +108,15 @@ def main(argv: list[str] | None = None) -> int:
                      steps=args.steps, lr=args.lr)
     out = Path(args.out)
     policy_dir = out / "train" / "policy"
+    if not 0.0 < args.current_share < 1.0:
+        raise ValueError(f"--current-share must be in (0, 1), got {args.current_share}")
     if not policy_dir.exists():
-        finetune_round(cfg, 1, DAggerBuffered(cfg), policy, None, {CURRENT: current, SFT: sft}, out / "train")
+        finetune_round(cfg, 1, SharedBuffered(cfg, args.current_share), policy, None, {CURRENT: current, SFT: sft},
+                       out / "train")
     rollouts, evaluation = tuning_evaluation(policy_dir, args.seed, args.rollouts, args.workers)
     (out / "eval_id.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
     result = {**provenance("positive_source_finetune.py", argv), "positives": described,
-              "protocol": {"method": "dagger_buffered", "ratios": {CURRENT: 0.8, SFT: 0.2}, "steps": args.steps,
+              "protocol": {"method": "dagger_buffered", "ratios": {CURRENT: args.current_share, SFT: round(1.0 - args.current_share, 6)}, "steps": args.steps,
                            "lr": args.lr, "batch_size": cfg.batch_size}, **evaluation, "rollouts": rollouts}
     write_result(result, args.result, shown={k: v for k, v in result.items() if k != "rollouts"})
     return 0
