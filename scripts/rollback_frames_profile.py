@@ -1,0 +1,103 @@
+"""How the corrections' first frames after a rollback differ from the rest (issue 14, part 1).
+
+    python scripts/rollback_frames_profile.py --base runs/usb/sft_6a94f037aa \
+        --pairs runs/usb/diag7/pairs_r1_30 --out results/usb/diagnostics/rollback_frames.json
+
+For the Case-2 samples (states on ``tau^w``), split at ``--first`` frames after the rollback:
+the base's mean flow loss (one noise and time draw per sample) per part, per pair and per action
+column, and the 99th percentile of each column's normalised target ``|a - mean| / spread`` over a
+chunk, under the policy's per-column spreads and under one spread per action group, beside the
+demonstrations' (a random sample of ``--demo-samples`` chunks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from flowpro.data import ChunkDataset, PreferenceDataset
+from flowpro.finetune import collate
+from flowpro.policies.base import ACTION, ACTION_PAD, OBS_STATE, group_scale, to_relative
+from flowpro.tuples import SOURCE_L, SOURCE_W
+from script_output import load_base, provenance, write_result  # scripts/, on the path when run as a script
+
+
+def offsets_on_w(pref: PreferenceDataset) -> np.ndarray:
+    """Steps since the rollback of each Case-2 tuple's state (-1 for Case 1)."""
+    on_w, offset = pref.source == SOURCE_W, np.full(len(pref), -1)
+    for p in np.unique(pref.pair_of):
+        sel = np.flatnonzero(on_w & (pref.pair_of == p))
+        offset[sel] = pref.frame[sel].numpy() - int(pref.frame[sel].min())
+    return offset
+
+
+@torch.no_grad()
+def column_losses(policy, dataset, index: np.ndarray, batch: int = 256) -> np.ndarray:
+    """[N, A]: each sample's flow error per column, averaged over its valid steps."""
+    gen, out = torch.Generator().manual_seed(0), []
+    for s in range(0, len(index), batch):
+        b = collate([dataset[int(i)] for i in index[s:s + batch]])
+        n = len(b[ACTION])
+        e = policy.flow_errors(b, policy.sample_noise(n, gen), policy.sample_time(n, gen))
+        valid = (~b[ACTION_PAD]).float()
+        out.append(((e * valid[..., None]).sum(1) / valid.sum(1).clamp_min(1.0)[:, None]).numpy())
+    return np.concatenate(out)
+
+
+def target_percentiles(rel: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> list[float]:
+    """99th percentile over samples of each column's largest |normalised target| in the chunk."""
+    z = ((rel - mean) / std).abs().amax(1).numpy()
+    return np.percentile(z, 99, axis=0).round(1).tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True)
+    ap.add_argument("--pairs", required=True)
+    ap.add_argument("--first", type=int, default=30, help="frames after the rollback that count as its start")
+    ap.add_argument("--demo-samples", type=int, default=3000)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    _, policy, demos, kw = load_base(args.base)
+    policy.eval()
+    pref = PreferenceDataset(args.pairs, policy.config, **kw)
+    offset = offsets_on_w(pref)
+    idx = np.flatnonzero(pref.source == SOURCE_W)
+    errors = column_losses(policy, pref, idx)
+    loss, early = errors.mean(1), offset[idx] < args.first
+    pair = pref.pair_of[idx]
+    failure = {int(p): str(f) for p, f in zip(np.asarray(pref.hf["pair_id"]), np.asarray(pref.hf["failure"]))}
+    part = lambda m: {"samples": int(m.sum()), "mean_loss": round(float(loss[m].mean()), 4),  # noqa: E731
+                      "median_loss": round(float(np.median(loss[m])), 4),
+                      "share_of_loss": round(float(loss[m].sum() / loss.sum()), 3),
+                      "mean_error_per_column": errors[m].mean(0).round(3).tolist()}
+    sft = ChunkDataset(demos, policy.config, **kw)
+    pick = np.random.default_rng(0).choice(len(sft), min(args.demo_samples, len(sft)), replace=False)
+    demo_rel = torch.stack([to_relative(sft[int(i)][ACTION], sft[int(i)][OBS_STATE]) for i in pick])
+    rel = to_relative(pref.a_w, pref.state[pref.frame])
+    mean, std = policy.action_norm.mean, policy.action_norm.std
+    groups = {}
+    for name, spread in (("column", std), ("group", group_scale(std))):
+        groups[name] = {"spread": spread.numpy().round(4).tolist(),
+                        "demonstrations": target_percentiles(demo_rel, mean, spread),
+                        "corrections_first": target_percentiles(rel[idx[early]], mean, spread),
+                        "corrections_later": target_percentiles(rel[idx[~early]], mean, spread),
+                        "bridges": target_percentiles(rel[pref.source == SOURCE_L], mean, spread)}
+    result = {**provenance("rollback_frames_profile.py", argv), "first": args.first,
+              "first_frames": part(early), "later_frames": part(~early),
+              "per_pair": [{"pair": int(p), "failure": failure.get(int(p), ""),
+                            "first_mean_loss": round(float(loss[(pair == p) & early].mean()), 3),
+                            "later_mean_loss": round(float(loss[(pair == p) & ~early].mean()), 3),
+                            "share_of_loss": round(float(loss[pair == p].sum() / loss.sum()), 3)}
+                           for p in np.unique(pair)],
+              "normalised_target_p99": groups}
+    write_result(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
