@@ -17,7 +17,6 @@ gradient norm of one batch of tuples. A diagnostic only: the method keeps every 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from flowpro.finetune import Method, RPROConfig, collate, finetune_round
 from flowpro.policies import FlowPolicy
 from flowpro.policies.base import ACTION, ACTION_PAD
 from flowpro.tuples import SOURCE_L
-from script_output import add_evaluation_arguments, load_base, provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
+from script_output import (add_evaluation_arguments, load_base, provenance, tuning_evaluation, write_result,
+                           write_rollouts)  # scripts/, on the path when run as a script
 
 
 def masked_loss(policy: FlowPolicy, batch: dict, noise, t, keep: torch.Tensor) -> torch.Tensor:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         method = MaskedSFT(cfg, keep)
         finetune_round(cfg, 1, method, policy, None, method.buffers(pref, [], sft), out / "train")
     rollouts, evaluation = tuning_evaluation(policy_dir, args.seed, args.rollouts, args.workers)
-    (out / "eval_id.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+    write_rollouts(out / "eval_id.jsonl", rollouts)
     result = {**provenance("masked_column_finetune.py", argv), "dropped_columns": drop, "dropped_columns_std": [float(f"{float(policy.action_norm.std[k]):.3g}") for k in drop],
               "bridge_gradient_share_per_column": shares,
               "bridge_gradient_share_of_dropped": round(sum(shares[k] for k in drop), 4), **evaluation,

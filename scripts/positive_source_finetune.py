@@ -23,7 +23,6 @@ policy is evaluated on the tuning scenes. A diagnostic only.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,17 +34,13 @@ from flowpro.data import ChunkDataset, PreferenceDataset
 from flowpro.finetune import RPROConfig, finetune_round
 from flowpro.mixing import CURRENT, SFT
 from flowpro.tuples import SOURCE_W
-from script_output import add_evaluation_arguments, load_base, provenance, tuning_evaluation, write_result  # scripts/, on the path when run as a script
+from script_output import (add_evaluation_arguments, load_base, provenance, steps_since_rollback, tuning_evaluation,
+                           write_result, write_rollouts)  # scripts/, on the path when run as a script
 
 
 def correction_subset(pref: PreferenceDataset, keep_pair: np.ndarray, min_offset: int) -> torch.utils.data.Subset:
     """Case-2 tuples of the kept pairs whose state lies ``min_offset`` or more steps into ``tau^w``."""
-    on_w = pref.source == SOURCE_W
-    offset = np.zeros(len(pref), dtype=np.int64)
-    for p in np.unique(pref.pair_of):
-        sel = np.flatnonzero(on_w & (pref.pair_of == p))
-        offset[sel] = pref.frame[sel].numpy() - int(pref.frame[sel].min())
-    keep = on_w & keep_pair[pref.pair_of] & (offset >= min_offset)
+    keep = (pref.source == SOURCE_W) & keep_pair[pref.pair_of] & (steps_since_rollback(pref) >= min_offset)
     return torch.utils.data.Subset(pref, np.flatnonzero(keep).tolist())
 
 
@@ -100,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--current-share", type=float, default=0.8, help="share of each batch from the current buffer")
     add_evaluation_arguments(ap)
     args = ap.parse_args(argv)
+    if not 0.0 < args.current_share < 1.0:
+        ap.error(f"--current-share must be in (0, 1), got {args.current_share}")
     torch.set_num_threads(1)
     base_dir, policy, demos, kw = load_base(args.base)
     current, described = current_buffer(args.positives, policy.config, kw)
@@ -108,13 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                      steps=args.steps, lr=args.lr)
     out = Path(args.out)
     policy_dir = out / "train" / "policy"
-    if not 0.0 < args.current_share < 1.0:
-        raise ValueError(f"--current-share must be in (0, 1), got {args.current_share}")
     if not policy_dir.exists():
         finetune_round(cfg, 1, SharedBuffered(cfg, args.current_share), policy, None, {CURRENT: current, SFT: sft},
                        out / "train")
     rollouts, evaluation = tuning_evaluation(policy_dir, args.seed, args.rollouts, args.workers)
-    (out / "eval_id.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+    write_rollouts(out / "eval_id.jsonl", rollouts)
     result = {**provenance("positive_source_finetune.py", argv), "positives": described,
               "protocol": {"method": "dagger_buffered", "ratios": {CURRENT: args.current_share, SFT: round(1.0 - args.current_share, 6)}, "steps": args.steps,
                            "lr": args.lr, "batch_size": cfg.batch_size}, **evaluation, "rollouts": rollouts}

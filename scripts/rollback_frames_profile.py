@@ -5,7 +5,7 @@
 
 For the Case-2 samples (states on ``tau^w``), split at ``--first`` frames after the rollback:
 the base's mean flow loss (one noise and time draw per sample) per part, per pair and per action
-column, and the 99th percentile of each column's normalised target ``|a - mean| / spread`` over a
+column; per pair, how far the first frames move the left tool and tilt the right one; and the 99th percentile of each column's normalised target ``|a - mean| / spread`` over a
 chunk, under the policy's per-column spreads and under one spread per action group, beside the
 demonstrations' (a random sample of ``--demo-samples`` chunks).
 """
@@ -18,33 +18,14 @@ import sys
 import numpy as np
 import torch
 
+from envs.geometry import POS, arm_slice
 from flowpro.data import ChunkDataset, PreferenceDataset
-from flowpro.finetune import collate
-from flowpro.policies.base import ACTION, ACTION_PAD, OBS_STATE, group_scale, to_relative
+from flowpro.policies.base import ACTION, OBS_STATE, group_scale, to_relative
 from flowpro.tuples import SOURCE_L, SOURCE_W
-from script_output import load_base, provenance, write_result  # scripts/, on the path when run as a script
+from loss_by_dimension import column_errors  # scripts/, on the path when run as a script
+from script_output import load_base, provenance, steps_since_rollback, write_result
 
-
-def offsets_on_w(pref: PreferenceDataset) -> np.ndarray:
-    """Steps since the rollback of each Case-2 tuple's state (-1 for Case 1)."""
-    on_w, offset = pref.source == SOURCE_W, np.full(len(pref), -1)
-    for p in np.unique(pref.pair_of):
-        sel = np.flatnonzero(on_w & (pref.pair_of == p))
-        offset[sel] = pref.frame[sel].numpy() - int(pref.frame[sel].min())
-    return offset
-
-
-@torch.no_grad()
-def column_losses(policy, dataset, index: np.ndarray, batch: int = 256) -> np.ndarray:
-    """[N, A]: each sample's flow error per column, averaged over its valid steps."""
-    gen, out = torch.Generator().manual_seed(0), []
-    for s in range(0, len(index), batch):
-        b = collate([dataset[int(i)] for i in index[s:s + batch]])
-        n = len(b[ACTION])
-        e = policy.flow_errors(b, policy.sample_noise(n, gen), policy.sample_time(n, gen))
-        valid = (~b[ACTION_PAD]).float()
-        out.append(((e * valid[..., None]).sum(1) / valid.sum(1).clamp_min(1.0)[:, None]).numpy())
-    return np.concatenate(out)
+RIGHT_TILT = 18  # right tool R[2, 1]: the tilt about the finger axis (docs/tuples.md)
 
 
 def target_percentiles(rel: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> list[float]:
@@ -65,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     _, policy, demos, kw = load_base(args.base)
     policy.eval()
     pref = PreferenceDataset(args.pairs, policy.config, **kw)
-    offset = offsets_on_w(pref)
+    offset = steps_since_rollback(pref)
     idx = np.flatnonzero(pref.source == SOURCE_W)
-    errors = column_losses(policy, pref, idx)
+    errors = column_errors(policy, pref, idx)
     loss, early = errors.mean(1), offset[idx] < args.first
     pair = pref.pair_of[idx]
     failure = {int(p): str(f) for p, f in zip(np.asarray(pref.hf["pair_id"]), np.asarray(pref.hf["failure"]))}
@@ -87,12 +68,24 @@ def main(argv: list[str] | None = None) -> int:
                         "corrections_first": target_percentiles(rel[idx[early]], mean, spread),
                         "corrections_later": target_percentiles(rel[idx[~early]], mean, spread),
                         "bridges": target_percentiles(rel[pref.source == SOURCE_L], mean, spread)}
+    state = pref.state.double().numpy()
+    left = arm_slice("left")
+
+    def motion(p: int) -> dict:
+        """What the correction does in its first frames: the left tool's (the strip's holder) move,
+        and the right tool's largest tilt about the finger axis."""
+        frames = pref.frame[idx[(pair == p) & early]].numpy()
+        first, last = state[frames.min()], state[frames.max()]
+        tilt = np.degrees(np.arcsin(np.clip(np.abs(state[frames, RIGHT_TILT]), 0.0, 1.0))).max()
+        return {"left_tool_moved_mm": round(float(np.linalg.norm((last[left] - first[left])[POS]) * 1000), 1),
+                "right_tilt_max_deg": round(float(tilt), 1)}
+
     result = {**provenance("rollback_frames_profile.py", argv), "first": args.first,
               "first_frames": part(early), "later_frames": part(~early),
               "per_pair": [{"pair": int(p), "failure": failure.get(int(p), ""),
                             "first_mean_loss": round(float(loss[(pair == p) & early].mean()), 3),
                             "later_mean_loss": round(float(loss[(pair == p) & ~early].mean()), 3),
-                            "share_of_loss": round(float(loss[pair == p].sum() / loss.sum()), 3)}
+                            "share_of_loss": round(float(loss[pair == p].sum() / loss.sum()), 3), **motion(p)}
                            for p in np.unique(pair)],
               "normalised_target_p99": groups}
     write_result(result, args.out)

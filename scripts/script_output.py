@@ -1,5 +1,6 @@
 """What every diagnostic script in scripts/ writes: the command and commit that made a result,
-the result as JSON (printed, and written whole to ``--out``), and an evaluation on the tuning scenes."""
+the result as JSON (printed, and written whole to ``--out``), and an evaluation on the tuning scenes;
+with the few helpers the diagnostics share (the base's policy and data, steps since a rollback)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.evaluate import evaluate, resolve_policy_dir
 from benchmarks.run import _git_commit
 from envs.expert_eval import summarize
 from flowpro.policies import FlowPolicy
+from flowpro.tuples import SOURCE_W
 
 
 def provenance(script: str, argv: list[str] | None) -> dict:
@@ -36,6 +40,11 @@ def tuning_evaluation(policy_dir: Path, first: int, rollouts: int, workers: int)
                                                    "reached_stage", "terminated_by")}}
 
 
+def write_rollouts(path: Path, rollouts: list[dict]) -> None:
+    """One JSON line per rollout, the format of ``benchmarks.evaluate --out``."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+
+
 def add_evaluation_arguments(ap: argparse.ArgumentParser) -> None:
     """``--rollouts``, ``--seed`` (the first tuning scene), ``--workers`` and ``--result``."""
     ap.add_argument("--rollouts", type=int, default=100)
@@ -52,3 +61,13 @@ def load_base(base: str) -> tuple[Path, FlowPolicy, str, dict]:
     demos = json.loads((base_dir.parent / "train_config.json").read_text())["dataset"]
     c = policy.config
     return base_dir, policy, demos, {"use_images": bool(c.cameras), "env_state": bool(c.env_state_dim)}
+
+
+def steps_since_rollback(pref) -> np.ndarray:
+    """Per tuple of a ``PreferenceDataset``: steps from the rollback to its state on ``tau^w``
+    (-1 for Case-1 tuples, whose states lie on ``tau^l``)."""
+    on_w, offset = pref.source == SOURCE_W, np.full(len(pref), -1)
+    for p in np.unique(pref.pair_of):
+        sel = np.flatnonzero(on_w & (pref.pair_of == p))
+        offset[sel] = pref.frame[sel].numpy() - int(pref.frame[sel].min())
+    return offset
