@@ -86,6 +86,9 @@ class RPROConfig:
     shared_pairs: str | None = None  # a cache of round-1 pairs for runs from the same base, seed and oracle
     cfg_weight: float = 1.0  # pi06star: classifier-free guidance weight at inference (1 = plain conditional)
     tpo_states: int = 8  # tpo: states sub-sampled per trajectory for the trajectory-summed reward
+    # Clamp every normalised training target to +-b (PolicyConfig.target_bound), for the policy and
+    # its reference alike, every method and buffer; None keeps the base's own setting.
+    target_bound: float | None = None
     backend: str = "sim"  # sim | real: the X-Trainer of robot_config with a human operator (flowpro.benches)
     robot_config: str | None = None  # backend real: the robot configuration file (hardware/config.py)
 
@@ -101,12 +104,14 @@ class RPROConfig:
         """The configuration as ``config.json`` holds it and the benchmark runner hashes it. A
         simulated run leaves the real-bench fields out, and a run on the test scenes ``eval_seed``, so
         runs made before they existed keep their identity (a rerun resumes them, the runner's caches
-        stay valid)."""
+        stay valid); so does a run without a ``target_bound``."""
         out = asdict(self)
         if self.backend == "sim":
             del out["backend"], out["robot_config"]
         if self.eval_seed == RPROConfig.eval_seed:
             del out["eval_seed"]
+        if self.target_bound is None:
+            del out["target_bound"]
         return out
 
     def __post_init__(self) -> None:
@@ -118,6 +123,8 @@ class RPROConfig:
         get_method(self.method)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.target_bound is not None and not self.target_bound > 0:
+            raise ValueError(f"target_bound must be > 0 (or None: the base's setting), got {self.target_bound}")
         if self.reference not in ("previous", "sft"):
             raise ValueError(f"reference must be 'previous' or 'sft', got {self.reference!r}")
         if self.round_eval_rollouts is not None and self.round_eval_rollouts < 1:
@@ -408,7 +415,13 @@ def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bo
         raise ValueError(f"{out} holds a run with a different configuration; choose another --out")
     config_file.write_text(json.dumps(record, indent=2) + "\n")
 
-    base = FlowPolicy.load(base_dir)
+    def load(directory: Path) -> FlowPolicy:
+        policy = FlowPolicy.load(directory)
+        if cfg.target_bound is not None:
+            policy.config.target_bound = cfg.target_bound
+        return policy
+
+    base = load(base_dir)
     c = base.config
     method = get_method(cfg.method)(cfg)
     label = cfg.loss if cfg.method == "flowpro" else cfg.method
@@ -463,7 +476,7 @@ def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bo
             earlier = [preferences(root) for root in previous]
             sft_data = demonstrations()
             buffers = method.buffers(current, earlier, sft_data)
-            policy = FlowPolicy.load(policy_dir) if policy_dir != base_dir else method.prepare(FlowPolicy.load(base_dir))
+            policy = load(policy_dir) if policy_dir != base_dir else method.prepare(load(base_dir))
             reference = None
             if method.uses_reference:
                 reference = frozen_reference(method.prepare(base) if cfg.reference == "sft" else policy)

@@ -11,7 +11,7 @@ from flowpro.data import ACTION_L
 from flowpro.finetune import (RewardHackingMonitor, RPROConfig, check_reference, frozen_reference,
                               preference_losses, run_rounds)
 from flowpro.losses import loss_terms
-from flowpro.policies import BuiltinConfig, BuiltinVLA
+from flowpro.policies import BuiltinConfig, BuiltinVLA, FlowPolicy
 from flowpro.train import SFTConfig, main as train_main, train_sft
 
 B, H = 6, 30
@@ -113,6 +113,22 @@ def test_one_real_round_runs_end_to_end_and_resumes(usb_base, tmp_path, capsys):
     assert (out / "round_1/round.json").read_text() == before
     # the same directory with another configuration is refused
     assert train_main(argv[:-2] + ["--stall-s", "2.0"]) == 2
+
+
+def test_a_target_bound_reaches_the_fine_tuned_policy_and_the_run_record(usb_base, tmp_path):
+    """--target-bound sets the bound of the policy being fine-tuned (it is saved with it) and is
+    part of the run's identity; a run without it keeps the identity it had before the option."""
+    out = tmp_path / "bounded"
+    argv = ["rpro", "--task", "usb", "--base", str(usb_base / "sft"), "--out", str(out), "--rounds", "1",
+            "--pairs", "1", "--steps", "2", "--batch-size", "8", "--warmup", "1", "--eval-rollouts", "0",
+            "--workers", "1", "--stall-s", "1.0", "--method", "dagger_buffered", "--target-bound", "2.5"]
+    assert train_main(argv) == 0
+    assert FlowPolicy.load(usb_base / "sft" / "policy").config.target_bound is None
+    assert FlowPolicy.load(out / "round_1/train/policy").config.target_bound == 2.5
+    assert json.loads((out / "config.json").read_text())["config"]["target_bound"] == 2.5
+    assert "target_bound" not in RPROConfig(task="usb", base="x", out="y").record()
+    with pytest.raises(ValueError, match="target_bound must be > 0"):
+        RPROConfig(task="usb", base="x", out="y", target_bound=0.0).validate()
 
 
 def test_a_round_interrupted_mid_way_resumes_to_the_same_policy(tmp_path, monkeypatch):

@@ -192,6 +192,34 @@ def test_bounded_inputs_keep_far_off_states_in_range_and_survive_a_checkpoint(tm
         BuiltinVLA(BuiltinConfig(use_images=False, cameras=(), env_state_dim=3, input_bound=0.0))
 
 
+def test_target_bound_clamps_what_the_loss_regresses_on_and_nothing_else(tmp_path):
+    """With target_bound b the flow loss regresses on the normalised chunk clamped to +-b, per
+    element; targets inside the bound are untouched (a base's demonstrations keep their loss,
+    bitwise), sampling is unchanged, and the bound survives a checkpoint."""
+    cfg = copy.deepcopy(CONFIGS["state"])
+    torch.manual_seed(0)
+    free = BuiltinVLA(cfg)
+    bounded = BuiltinVLA(copy.deepcopy(cfg))
+    bounded.load_state_dict(free.state_dict())
+    bounded.config.target_bound = 3.0
+    batch = _batch(cfg)
+    noise, t = free.sample_noise(B), free.sample_time(B)
+    inside = {**batch, "action": batch["action"].clamp(-2.9, 2.9)}
+    assert torch.equal(free.per_sample_loss(inside, noise, t), bounded.per_sample_loss(inside, noise, t))
+    far = {**batch, "action": batch["action"].clone()}
+    far["action"][0, 5, 18] = 40.0  # a tilt the demonstrations never make
+    assert bounded.flow_target(far["action"], far)[0, 5, 18] == 3.0
+    clamped = {**far, "action": far["action"].clamp(-3.0, 3.0)}
+    assert torch.equal(bounded.per_sample_loss(far, noise, t), free.per_sample_loss(clamped, noise, t))
+    assert not torch.equal(free.per_sample_loss(far, noise, t), bounded.per_sample_loss(far, noise, t))
+    x = torch.randn(B, H, A)
+    assert torch.equal(free.sample_actions(batch, noise=x), bounded.sample_actions(batch, noise=x))
+    bounded.save(tmp_path / "p")
+    assert FlowPolicy.load(tmp_path / "p").config.target_bound == 3.0
+    with pytest.raises(ValueError, match="target_bound must be > 0"):
+        BuiltinVLA(BuiltinConfig(use_images=False, cameras=(), env_state_dim=3, target_bound=-1.0))
+
+
 def test_group_action_scale_gives_each_physical_quantity_one_spread(tmp_path):
     """With action_scale "group", every column of an arm's position (and of its 6D rotation)
     is divided by one spread, the RMS of the columns' own; means stay per column, the mapping

@@ -60,6 +60,12 @@ class PolicyConfig:
     # gripper; the RMS of the columns' spreads), so a rotation component the demonstrations keep
     # nearly constant (the tool's tilt) is not magnified 20x beside the others (docs/tuples.md).
     action_scale: str = "column"
+    # > 0: in training, every normalised target chunk is clamped to +-b per column, whatever its
+    # source (demonstrations, corrections, bridges) and whatever the loss; inference is unchanged.
+    # A correction's first second after a rollback asks for tilts the demonstrations never make
+    # (36 spreads against their 4.9, 99th percentiles), and those few frames carry most of the flow
+    # loss of a round's positives (docs/tuples.md). None: no bound.
+    target_bound: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -71,6 +77,8 @@ class PolicyConfig:
             raise ValueError(f"action_scale 'group' needs the 20-column two-arm layout, got action_dim {self.action_dim}")
         if self.input_bound is not None and not self.input_bound > 0:
             raise ValueError(f"input_bound must be > 0 (or None: no bound), got {self.input_bound}")
+        if self.target_bound is not None and not self.target_bound > 0:
+            raise ValueError(f"target_bound must be > 0 (or None: no bound), got {self.target_bound}")
         if not 1 <= self.n_action_steps <= self.chunk_size:
             raise ValueError(f"n_action_steps must be in [1, chunk_size={self.chunk_size}], got {self.n_action_steps}")
 
@@ -181,7 +189,7 @@ class FlowPolicy(nn.Module, ABC):
         what :meth:`per_sample_loss` averages, for diagnostics per action dimension."""
         actions = batch[ACTION]
         self._check_chunk(actions, "batch['action']")
-        a = self.actions_to_model(actions, batch)
+        a = self.flow_target(actions, batch)
         if noise.shape != a.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, actions {tuple(a.shape)}")
         t = time.view(-1, 1, 1)
@@ -227,6 +235,13 @@ class FlowPolicy(nn.Module, ABC):
         if self.config.relative_actions:
             actions = to_relative(actions, batch[OBS_STATE])
         return self.action_norm(actions)
+
+    def flow_target(self, actions: Tensor, batch: dict[str, Any]) -> Tensor:
+        """The normalised chunk a training loss regresses on: :meth:`actions_to_model`, clamped to
+        ``+-config.target_bound`` when one is set (``x_0`` of the flow, paper Eq. 3)."""
+        a = self.actions_to_model(actions, batch)
+        b = self.config.target_bound
+        return a if b is None else a.clamp(-b, b)
 
     def actions_from_model(self, x: Tensor, batch: dict[str, Any]) -> Tensor:
         """Inverse of :meth:`actions_to_model`: absolute targets [B, H, A]."""

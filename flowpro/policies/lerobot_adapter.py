@@ -232,7 +232,7 @@ class _LeRobotFlowAdapter(FlowPolicy):
         actions = batch[ACTION]
         self._check_chunk(actions, "batch['action']")
         b = actions.shape[0]
-        a = _pad_last(self.actions_to_model(actions, batch), c.max_action_dim)
+        a = _pad_last(self.flow_target(actions, batch), c.max_action_dim)
         noise = self._padded_noise(noise, b)
         enc = self.encode(batch) if encoding is None else encoding
         n_states = enc.state.shape[0]
