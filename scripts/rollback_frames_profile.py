@@ -7,7 +7,8 @@ For the Case-2 samples (states on ``tau^w``), split at ``--first`` frames after 
 the base's mean flow loss (one noise and time draw per sample) per part, per pair and per action
 column; per pair, how far the first frames move the left tool and tilt the right one; and the 99th percentile of each column's normalised target ``|a - mean| / spread`` over a
 chunk, under the policy's per-column spreads and under one spread per action group, beside the
-demonstrations' (a random sample of ``--demo-samples`` chunks).
+demonstrations' (a random sample of ``--demo-samples`` chunks). With ``--bound b``, also the share
+of target elements (and of chunks) that ``PolicyConfig.target_bound = b`` would clamp, per source.
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ def target_percentiles(rel: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     return np.percentile(z, 99, axis=0).round(1).tolist()
 
 
+def clamped_share(rel: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, bound: float) -> dict[str, float]:
+    """Share of the normalised target elements beyond ``+-bound``, and of chunks with any."""
+    beyond = ((rel - mean) / std).abs() > bound
+    return {"elements": round(float(beyond.float().mean()), 5), "chunks": round(float(beyond.flatten(1).any(1).float().mean()), 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True)
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--first", type=int, default=30, help="frames after the rollback that count as its start")
     ap.add_argument("--demo-samples", type=int, default=3000)
+    ap.add_argument("--bound", type=float, default=None, help="report what a target bound b would clamp")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -88,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
                             "share_of_loss": round(float(loss[pair == p].sum() / loss.sum()), 3), **motion(p)}
                            for p in np.unique(pair)],
               "normalised_target_p99": groups}
+    if args.bound is not None:
+        sources = {"demonstrations": demo_rel, "corrections_first": rel[idx[early]],
+                   "corrections_later": rel[idx[~early]], "bridges": rel[pref.source == SOURCE_L]}
+        result["target_bound"] = {"bound": args.bound, "clamped_share": {
+            name: clamped_share(r, mean, std, args.bound) for name, r in sources.items()}}
+        policy.config.target_bound = args.bound  # the same draws, now against clamped targets
+        bounded = column_errors(policy, pref, idx).mean(1)
+        result["target_bound"]["first_frames"] = {"mean_loss": round(float(bounded[early].mean()), 4),
+                                                  "share_of_loss": round(float(bounded[early].sum() / bounded.sum()), 3)}
+        result["target_bound"]["later_frames_mean_loss"] = round(float(bounded[~early].mean()), 4)
     write_result(result, args.out)
     return 0
 

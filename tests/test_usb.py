@@ -196,6 +196,50 @@ def test_expert_taking_over_keeps_the_holding_pose_it_finds():
     env.close()
 
 
+def test_expert_taking_over_a_descent_keeps_descending():
+    """A correction that finds both open grippers descending onto their objects, a few
+    millimetres off (as a policy descends), continues down and grasps; it does not retreat to the
+    approach height first (docs/oracle.md: the retreat contradicted the demonstrations, which
+    descend from such states)."""
+    env = XTrainerEnv(task="usb", obs_mode="state")
+    t = env.task
+    env.reset(seed=5)
+    expert = t.make_expert()
+    expert.reset(env, np.random.default_rng(5))
+    offset = {"left": np.array([0.006, -0.004, 0.0]), "right": np.array([-0.005, 0.005, 0.0])}
+    for step in range(200):
+        row = expert.act(env)
+        grasp_z = {"left": expert._strip_grasp(t.object_pose(env.data, "strip"), expert.state["strip_grasp_x"])[2],
+                   "right": expert._lamp_grasp(t.object_pose(env.data, "lamp"))[2]}
+        if row[9] > 0.5 and row[19] > 0.5 and all(
+                t.tool_pose(env.data, arm)[2, 3] < grasp_z[arm] + 0.035 for arm in grasp_z):
+            break  # both tools below their approach height, on the way down, grippers open
+        env.act(row)
+    else:
+        raise AssertionError("the expert never descended with both grippers open")
+    start = {arm: t.tool_pose(env.data, arm)[:3, 3] + offset[arm] for arm in offset}
+    for k in range(10):  # a policy's descent, off to the side
+        for arm in offset:
+            row[arm_slice(arm)][POS] = start[arm] - np.array([0.0, 0.0, 0.0015 * k])
+        env.act(row)
+    snap = env.snapshot()
+    for rng_seed in (1, 2, 3):
+        env.restore(snap)
+        fresh = t.make_expert()
+        fresh.reset(env, np.random.default_rng(rng_seed))
+        z0 = {arm: t.tool_pose(env.data, arm)[2, 3] for arm in ("left", "right")}
+        rise = dict.fromkeys(z0, 0.0)
+        for _ in range(60):
+            row = fresh.act(env)
+            env.act(row)
+            for arm, grip in (("left", row[9]), ("right", row[19])):
+                if grip > 0.5:  # before its gripper closes (a lift follows the grasp)
+                    rise[arm] = max(rise[arm], t.tool_pose(env.data, arm)[2, 3] - z0[arm])
+        assert max(rise.values()) < 0.003, rise
+        assert t.held(env.data, "left", "strip") and t.held(env.data, "right", "lamp")
+    env.close()
+
+
 def test_usb_env_passes_gymnasium_checker():
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env

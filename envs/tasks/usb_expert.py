@@ -9,7 +9,10 @@ Taking over mid-task (the oracle's correction after a rollback), ``reset`` keeps
 already commits to: a strip that is held and lifted keeps its holding pose, within the range a
 fresh draw would allow. A fresh holding pose would make the expert carry the strip up to 3 cm
 away and pull the plug back from the socket to wait for it; corrections recorded so contradicted
-the demonstrations in the states they share (docs/oracle.md).
+the demonstrations in the states they share (docs/oracle.md). Likewise an open gripper already
+descending onto its object keeps descending: the strip's grasp point nearest the tool, and a
+lateral error of up to ``TAKEOVER_XY`` corrected on the way down instead of by a retreat to the
+approach height.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ MAX_ROT_SPEED = 2.0  # rad/s
 FINE_SPEED = 0.02  # m/s, plug alignment near the socket
 ALIGN_TOL = 0.00012  # lateral plug error allowed before descending into the socket
 ABORT_TOL = 0.00025  # lateral error that stops a descent before the plug is inside
+TAKEOVER_XY = 0.015  # m: a descent found by a take-over continues from up to this lateral error
+STRIP_GRASP_X = (-0.055, -0.035)  # m: where along the strip the left fingers close
 
 
 def make_T(R: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -74,7 +79,7 @@ class UsbExpert:
         self.state = {
             "speed": float(rng.uniform(0.12, 0.2)),
             "insert_speed": float(rng.uniform(0.006, 0.012)),
-            "strip_grasp_x": float(rng.uniform(-0.055, -0.035)),
+            "strip_grasp_x": float(rng.uniform(*STRIP_GRASP_X)),
             "lamp_grasp_z": float(rng.uniform(0.078, 0.09)),
             "approach_h": float(rng.uniform(0.05, 0.08)),
             "hold_offset": rng.uniform(-HOLD_RANGE, HOLD_RANGE, 3).tolist(),
@@ -84,6 +89,28 @@ class UsbExpert:
         if t.held(d, "left", "strip") and strip[2] >= t.strip_rest_z + 0.03:
             # Already carried: keep the nearest holding pose a fresh draw could give.
             self.state["hold_offset"] = np.clip(strip - HOLD_STRIP, -HOLD_RANGE, HOLD_RANGE).tolist()
+        # An open gripper already descending onto its object: keep descending (an episode starts
+        # with both tools far above the table, so demonstrations never take this branch).
+        strip_T = t.object_pose(d, "strip")
+        along = float((strip_T[:3, :3].T @ (t.tool_pose(d, "left")[:3, 3] - strip_T[:3, 3]))[0])
+        if self._descending(env, "left", self._strip_grasp(strip_T, float(np.clip(along, *STRIP_GRASP_X)))):
+            self.state["strip_grasp_x"] = float(np.clip(along, *STRIP_GRASP_X))
+            self.state["descend_left"] = True
+        if self._descending(env, "right", self._lamp_grasp(t.object_pose(d, "lamp"))):
+            self.state["descend_right"] = True
+
+    def _descending(self, env, arm: str, grasp_p: np.ndarray) -> bool:
+        """Gripper open, tool within ``TAKEOVER_XY`` of the grasp point's column and below the
+        approach height above it."""
+        tool = self.task.tool_pose(env.data, arm)[:3, 3]
+        return (not self._gripper(env, arm)[0] and np.linalg.norm(tool[:2] - grasp_p[:2]) < TAKEOVER_XY
+                and grasp_p[2] < tool[2] < grasp_p[2] + self.state["approach_h"] + 0.005)
+
+    def _strip_grasp(self, strip: np.ndarray, grasp_x: float) -> np.ndarray:
+        return strip[:3, :3] @ np.array([grasp_x, 0.0, STRIP_HALF[2] - 0.010]) + strip[:3, 3]
+
+    def _lamp_grasp(self, lamp: np.ndarray) -> np.ndarray:
+        return lamp[:3, :3] @ np.array([0.0, 0.0, self.state["lamp_grasp_z"]]) + lamp[:3, 3]
 
     def get_state(self) -> dict[str, Any]:
         return dict(self.state)
@@ -104,6 +131,7 @@ class UsbExpert:
         tool = t.tool_pose(d, arm)
         closed, settled = self._gripper(env, arm)
         if closed:
+            self.state.pop(f"descend_{arm}", None)  # a take-over's descent ends at the first close
             if settled and not t.held(d, arm, obj):
                 return tool, 1.0  # missed: open again, the approach re-plans
             return tool, 0.0
@@ -112,7 +140,8 @@ class UsbExpert:
         xy_err = np.linalg.norm(tool[:2, 3] - grasp_T[:2, 3])
         yaw_err = abs(yaw_of(tool[:3, :3]) - yaw_of(grasp_T[:3, :3]))
         above = tool[2, 3] > grasp_T[2, 3] + 0.02
-        if xy_err > 0.004 or yaw_err > np.deg2rad(3):
+        resumed = self.state.get(f"descend_{arm}", False) and xy_err < TAKEOVER_XY and yaw_err < np.deg2rad(10)
+        if (xy_err > 0.004 or yaw_err > np.deg2rad(3)) and not resumed:
             if not above and xy_err > 0.01:  # leave the object's column vertically first
                 up = tool.copy()
                 up[2, 3] = pre[2, 3]
@@ -140,7 +169,7 @@ class UsbExpert:
             else:
                 goal = self._hold_pose() @ np.linalg.inv(rel)
             return step_toward(tool, goal, self.state["speed"], dt), 0.0
-        p = strip[:3, :3] @ np.array([self.state["strip_grasp_x"], 0.0, STRIP_HALF[2] - 0.010]) + strip[:3, 3]
+        p = self._strip_grasp(strip, self.state["strip_grasp_x"])
         yaw = nearest_yaw(yaw_of(strip[:3, :3]) + np.pi / 2, yaw_of(tool[:3, :3]), np.pi)
         return self._grasp(env, "left", "strip", make_T(down_rotation(yaw), p))
 
@@ -150,7 +179,7 @@ class UsbExpert:
         tool = t.tool_pose(d, "right")
         closed, settled = self._gripper(env, "right")
         if not (t.held(d, "right", "lamp") and closed and settled):
-            p = lamp[:3, :3] @ np.array([0.0, 0.0, self.state["lamp_grasp_z"]]) + lamp[:3, 3]
+            p = self._lamp_grasp(lamp)
             yaw = nearest_yaw(yaw_of(lamp[:3, :3]), yaw_of(tool[:3, :3]), np.pi / 2)
             return self._grasp(env, "right", "lamp", make_T(down_rotation(yaw), p))
         plug = t.plug_pose(d)
