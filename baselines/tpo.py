@@ -79,7 +79,7 @@ class TPO(Method):
         return out
 
     def ratios(self, k, buffers):
-        return {n: r for n, r in round_ratios(k).items() if n in buffers}
+        return {n: r for n, r in round_ratios(k, self.cfg.sft_share).items() if n in buffers}
 
     def batch_loss(self, policy, reference, batch, generator, log_terms):
         c, s = self.cfg, self.cfg.tpo_states

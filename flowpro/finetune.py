@@ -89,6 +89,9 @@ class RPROConfig:
     # Clamp every normalised training target to +-b (PolicyConfig.target_bound), for the policy and
     # its reference alike, every method and buffer; None keeps the base's own setting.
     target_bound: float | None = None
+    # The share of each batch drawn from D_SFT, for every buffered method (flowpro, dagger_buffered,
+    # tpo); None: the paper's 20 % (round 1) and 15 % (later rounds). results/usb/README.md.
+    sft_share: float | None = None
     backend: str = "sim"  # sim | real: the X-Trainer of robot_config with a human operator (flowpro.benches)
     robot_config: str | None = None  # backend real: the robot configuration file (hardware/config.py)
 
@@ -104,14 +107,15 @@ class RPROConfig:
         """The configuration as ``config.json`` holds it and the benchmark runner hashes it. A
         simulated run leaves the real-bench fields out, and a run on the test scenes ``eval_seed``, so
         runs made before they existed keep their identity (a rerun resumes them, the runner's caches
-        stay valid); so does a run without a ``target_bound``."""
+        stay valid); so does a run without a ``target_bound`` or ``sft_share``."""
         out = asdict(self)
         if self.backend == "sim":
             del out["backend"], out["robot_config"]
         if self.eval_seed == RPROConfig.eval_seed:
             del out["eval_seed"]
-        if self.target_bound is None:
-            del out["target_bound"]
+        for optional in ("target_bound", "sft_share"):
+            if out[optional] is None:
+                del out[optional]
         return out
 
     def __post_init__(self) -> None:
@@ -123,6 +127,8 @@ class RPROConfig:
         get_method(self.method)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.sft_share is not None and not 0.0 <= self.sft_share < 1.0:
+            raise ValueError(f"sft_share must be in [0, 1) (or None: the paper's ratios), got {self.sft_share}")
         if self.target_bound is not None and not self.target_bound > 0:
             raise ValueError(f"target_bound must be > 0 (or None: the base's setting), got {self.target_bound}")
         if self.reference not in ("previous", "sft"):
@@ -262,8 +268,9 @@ class Method:
         return out
 
     def ratios(self, k: int, buffers: dict[str, Any]) -> dict[str, float]:
-        """SPEC §6: 80/20 in round 1, 70/15/15 after (only the buffers that exist)."""
-        return {name: r for name, r in round_ratios(k).items() if name in buffers}
+        """SPEC §6: 80/20 in round 1, 70/15/15 after, or ``cfg.sft_share`` from ``D_SFT`` (only the
+        buffers that exist)."""
+        return {name: r for name, r in round_ratios(k, self.cfg.sft_share).items() if name in buffers}
 
     def batch_loss(self, policy: FlowPolicy, reference: FlowPolicy | None, batch: dict[str, Any],
                    generator: torch.Generator, log_terms: bool) -> tuple[Tensor, dict[str, float], dict[str, Tensor]]:

@@ -17,11 +17,19 @@ import numpy as np
 CURRENT, PREVIOUS, SFT = "current", "previous", "sft"
 
 
-def round_ratios(k: int) -> dict[str, float]:
-    """The paper's mixing ratios for round ``k`` (1-based)."""
+def round_ratios(k: int, sft_share: float | None = None) -> dict[str, float]:
+    """The mixing ratios for round ``k`` (1-based): the paper's (80 : 20, then 70 : 15 : 15), or with
+    ``sft_share`` that share of each batch from ``D_SFT`` and the rest split between the current
+    and earlier rounds' buffers 70 : 15 as the paper does."""
     if k < 1:
         raise ValueError(f"rounds are numbered from 1, got {k}")
-    return {CURRENT: 0.8, SFT: 0.2} if k == 1 else {CURRENT: 0.7, PREVIOUS: 0.15, SFT: 0.15}
+    if sft_share is None:
+        return {CURRENT: 0.8, SFT: 0.2} if k == 1 else {CURRENT: 0.7, PREVIOUS: 0.15, SFT: 0.15}
+    if not 0.0 <= sft_share < 1.0:
+        raise ValueError(f"sft_share must be in [0, 1), got {sft_share}")
+    rest = 1.0 - sft_share
+    return {CURRENT: rest, SFT: sft_share} if k == 1 else \
+        {CURRENT: rest * 70 / 85, PREVIOUS: rest * 15 / 85, SFT: sft_share}
 
 
 def batch_counts(ratios: dict[str, float], batch_size: int) -> dict[str, int]:

@@ -131,6 +131,19 @@ def test_a_target_bound_reaches_the_fine_tuned_policy_and_the_run_record(usb_bas
         RPROConfig(task="usb", base="x", out="y", target_bound=0.0).validate()
 
 
+def test_the_sft_share_sets_every_buffered_methods_ratios_and_the_run_identity():
+    from flowpro.finetune import get_method
+
+    cfg = RPROConfig(task="usb", base="x", out="y", sft_share=0.8)
+    buffers = {"current": [0], "sft": [0]}
+    for name in ("flowpro", "dagger_buffered", "tpo"):
+        assert get_method(name)(cfg).ratios(1, buffers) == {"current": pytest.approx(0.2), "sft": 0.8}
+    assert get_method("flowpro")(RPROConfig(task="usb", base="x", out="y")).ratios(1, buffers) == {"current": 0.8, "sft": 0.2}
+    assert cfg.record()["sft_share"] == 0.8 and "sft_share" not in RPROConfig(task="usb", base="x", out="y").record()
+    with pytest.raises(ValueError, match="sft_share must be in"):
+        RPROConfig(task="usb", base="x", out="y", sft_share=1.0).validate()
+
+
 def test_a_round_interrupted_mid_way_resumes_to_the_same_policy(tmp_path, monkeypatch):
     from flowpro.finetune import Method, finetune_round
     from flowpro.mixing import CURRENT, SFT

@@ -50,3 +50,13 @@ def test_bad_configurations_are_named():
         round_ratios(0)
     with pytest.raises(ValueError, match="batch_size"):
         batch_counts(round_ratios(1), 0)
+
+
+def test_an_sft_share_replaces_the_papers_demonstration_share_and_keeps_the_70_15_split():
+    assert round_ratios(1, None) == round_ratios(1) == {CURRENT: 0.8, SFT: 0.2}
+    assert batch_counts(round_ratios(1, 0.8), 20) == {CURRENT: 4, SFT: 16}
+    r = round_ratios(2, 0.5)
+    assert abs(sum(r.values()) - 1.0) < 1e-12 and r[SFT] == 0.5 and abs(r[CURRENT] / r[PREVIOUS] - 70 / 15) < 1e-9
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="sft_share must be in"):
+            round_ratios(1, bad)
