@@ -137,10 +137,13 @@ class PreferenceDataset(EpisodeFrames):
     Tuples are built once at load time (Smooth Interpolation, SPEC §5); ``source`` says whether
     the state lies on ``tau^l`` (Case 1) or ``tau^w`` (Case 2). Pairs whose ``tau^l`` is not
     longer than ``H`` give no Case-1 tuples: they are counted in ``short_pairs`` and warned about.
+    ``max_bridge_gap`` keeps only Case-1 states within that distance of the correction
+    (:func:`flowpro.tuples.build_pair_tuples`).
     """
 
     def __init__(self, root: str | Path, config: PolicyConfig, repo_id: str | None = None,
-                 use_images: bool = True, env_state: bool = False, m: int | None = None):
+                 use_images: bool = True, env_state: bool = False, m: int | None = None,
+                 max_bridge_gap: float | None = None):
         super().__init__(root, config, repo_id, use_images, env_state)
         h = config.chunk_size
         role = np.asarray(self.hf["role"])
@@ -150,7 +153,7 @@ class PreferenceDataset(EpisodeFrames):
         frames, a_w, a_l, pads, sources, pair_of = [], [], [], [], [], []
         self.short_pairs = 0
         for p in pairs:
-            t = build_pair_tuples(p.states_l, p.actions_l, p.states_w, p.actions_w, h, m)
+            t = build_pair_tuples(p.states_l, p.actions_l, p.states_w, p.actions_w, h, m, max_bridge_gap)
             self.short_pairs += len(p.states_l) <= h
             on_l = t.source == SOURCE_L
             frame = np.empty(len(t), dtype=np.int64)  # dataset frame of each tuple's state

@@ -92,6 +92,9 @@ class RPROConfig:
     # The share of each batch drawn from D_SFT, for every buffered method (flowpro, dagger_buffered,
     # tpo); None: the paper's 20 % (round 1) and 15 % (later rounds). results/usb/README.md.
     sft_share: float | None = None
+    # Case-1 bridges only from states whose tools lie within this many metres of the correction
+    # (flowpro.tuples.build_pair_tuples), for every method that trains on them; None: every state.
+    max_bridge_gap: float | None = None
     backend: str = "sim"  # sim | real: the X-Trainer of robot_config with a human operator (flowpro.benches)
     robot_config: str | None = None  # backend real: the robot configuration file (hardware/config.py)
 
@@ -107,13 +110,13 @@ class RPROConfig:
         """The configuration as ``config.json`` holds it and the benchmark runner hashes it. A
         simulated run leaves the real-bench fields out, and a run on the test scenes ``eval_seed``, so
         runs made before they existed keep their identity (a rerun resumes them, the runner's caches
-        stay valid); so does a run without a ``target_bound`` or ``sft_share``."""
+        stay valid); so does a run without a ``target_bound``, ``sft_share`` or ``max_bridge_gap``."""
         out = asdict(self)
         if self.backend == "sim":
             del out["backend"], out["robot_config"]
         if self.eval_seed == RPROConfig.eval_seed:
             del out["eval_seed"]
-        for optional in ("target_bound", "sft_share"):
+        for optional in ("target_bound", "sft_share", "max_bridge_gap"):
             if out[optional] is None:
                 del out[optional]
         return out
@@ -131,6 +134,8 @@ class RPROConfig:
             raise ValueError(f"sft_share must be in [0, 1) (or None: the paper's ratios), got {self.sft_share}")
         if self.target_bound is not None and not self.target_bound > 0:
             raise ValueError(f"target_bound must be > 0 (or None: the base's setting), got {self.target_bound}")
+        if self.max_bridge_gap is not None and not self.max_bridge_gap > 0:
+            raise ValueError(f"max_bridge_gap must be > 0 metres (or None: every state bridges), got {self.max_bridge_gap}")
         if self.reference not in ("previous", "sft"):
             raise ValueError(f"reference must be 'previous' or 'sft', got {self.reference!r}")
         if self.round_eval_rollouts is not None and self.round_eval_rollouts < 1:
@@ -439,7 +444,8 @@ def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bo
 
     def preferences(root: Path) -> PreferenceDataset:
         if root not in loaded:
-            loaded[root] = PreferenceDataset(root, c, use_images=use_images, env_state=env_state)
+            loaded[root] = PreferenceDataset(root, c, use_images=use_images, env_state=env_state,
+                                             max_bridge_gap=cfg.max_bridge_gap)
         return loaded[root]
 
     def demonstrations() -> ChunkDataset:

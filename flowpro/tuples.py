@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.geometry import ARMS, POS, arm_slice
 from flowpro.interpolation import closest_index, smooth_interpolate
 
 SOURCE_L, SOURCE_W = "l", "w"  # SFT states (Case 3) come from flowpro.data.ChunkDataset
@@ -59,8 +60,14 @@ def bridge_start(actions: np.ndarray, i: int) -> np.ndarray:
     return actions[i - 1]
 
 
+def bridge_gap(state_m: np.ndarray, state_j: np.ndarray) -> float:
+    """The larger of the two tools' position distances between the measured poses at ``M`` and
+    ``J`` (metres): how far a bridge from ``M`` has to carry either arm to reach the correction."""
+    return max(float(np.linalg.norm(state_m[arm_slice(arm)][POS] - state_j[arm_slice(arm)][POS])) for arm in ARMS)
+
+
 def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.ndarray, actions_w: np.ndarray,
-                      h: int, m: int | None = None) -> PairTuples:
+                      h: int, m: int | None = None, max_bridge_gap: float | None = None) -> PairTuples:
     """Case 1 (states on ``tau^l``) and Case 2 (states on ``tau^w``) tuples of one pair.
 
     Case 1 samples ``M`` only from the prefix ``tau^l[1 : len - h]`` so that ``a^l`` (the next
@@ -71,8 +78,15 @@ def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.
     the measured pose (see :func:`bridge_start`); frame 0 (the rollback state) has no recorded
     command before it and starts no bridge. Case 2 gives identical pairs ``a^w = a^l`` (their
     contrastive gradient cancels, paper Eq. 7-8).
+
+    ``max_bridge_gap`` (metres, default none) keeps a Case-1 state only where both tools lie within it of
+    their positions at ``J``: the paper's bridges span a few millimetres to a centimetre (App. E),
+    because its operator rolls back to just before the error began; farther states would ask for
+    bridges no demonstration shows (:func:`bridge_gap`, docs/tuples.md).
     """
     m = h // 2 if m is None else m
+    if max_bridge_gap is not None and not max_bridge_gap > 0:
+        raise ValueError(f"max_bridge_gap must be > 0 metres (or None: every state bridges), got {max_bridge_gap}")
     for name, s, a in (("tau^l", states_l, actions_l), ("tau^w", states_w, actions_w)):
         if s.ndim != 2 or a.shape != s.shape or s.shape[1] != 20:
             raise ValueError(f"{name}: states and actions must both be [T, 20], got {s.shape} and {a.shape}")
@@ -81,6 +95,8 @@ def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.
     sources, frames, a_ws, a_ls, pads = [], [], [], [], []
     for i in range(1, max(0, len(states_l) - h)):  # Case 1: the prefix only
         j = closest_index(states_l[i], states_w)
+        if max_bridge_gap is not None and bridge_gap(states_l[i], states_w[j]) > max_bridge_gap:
+            continue
         target, pad = chunk_at(actions_w, j, h)
         a_ws.append(smooth_interpolate(bridge_start(actions_l, i), target, m))
         a_ls.append(actions_l[i:i + h])

@@ -131,6 +131,27 @@ def test_a_target_bound_reaches_the_fine_tuned_policy_and_the_run_record(usb_bas
         RPROConfig(task="usb", base="x", out="y", target_bound=0.0).validate()
 
 
+def test_a_bridge_gap_limit_reaches_the_rounds_tuples_and_the_run_record(usb_base, tmp_path):
+    """--max-bridge-gap filters the Case-1 states the round trains on (here: all of them) and is
+    part of the run's identity; a run without it keeps its identity."""
+    from flowpro.data import PreferenceDataset
+
+    out = tmp_path / "near"
+    argv = ["rpro", "--task", "usb", "--base", str(usb_base / "sft"), "--out", str(out), "--rounds", "1",
+            "--pairs", "1", "--steps", "2", "--batch-size", "8", "--warmup", "1", "--eval-rollouts", "0",
+            "--workers", "1", "--stall-s", "3.0", "--loss", "sft", "--max-bridge-gap", "1e-9"]
+    assert train_main(argv) == 0
+    c = FlowPolicy.load(usb_base / "sft" / "policy").config
+    unfiltered = PreferenceDataset(out / "round_1/pairs", c, use_images=bool(c.cameras), env_state=bool(c.env_state_dim))
+    assert (unfiltered.source == "l").sum() > 0  # the pair has bridges to remove
+    row = json.loads((out / "round_1/round.json").read_text())
+    assert row["tuples"]["case1"] == 0 and row["tuples"]["total"] == len(unfiltered) - (unfiltered.source == "l").sum()
+    assert json.loads((out / "config.json").read_text())["config"]["max_bridge_gap"] == 1e-9
+    assert "max_bridge_gap" not in RPROConfig(task="usb", base="x", out="y").record()
+    with pytest.raises(ValueError, match="max_bridge_gap must be > 0"):
+        RPROConfig(task="usb", base="x", out="y", max_bridge_gap=-0.01).validate()
+
+
 def test_the_sft_share_sets_every_buffered_methods_ratios_and_the_run_identity():
     from flowpro.finetune import get_method
 

@@ -5,7 +5,7 @@ import pytest
 from trajectories import random_trajectory
 
 from flowpro.interpolation import closest_index, smooth_interpolate
-from flowpro.tuples import SOURCE_L, SOURCE_W, build_pair_tuples, chunk_at
+from flowpro.tuples import SOURCE_L, SOURCE_W, bridge_gap, build_pair_tuples, chunk_at
 
 
 def _pair(rng, n_l=50, n_w=70):
@@ -44,6 +44,24 @@ def test_case1_uses_the_prefix_and_bridges_to_the_correction():
     target_rows = t.a_w[k, m:]
     hits = [j for j in range(len(a_w)) if np.allclose(np.vstack([a_w[j:], a_w[-1:].repeat(h, 0)])[m:h], target_rows)]
     assert hits
+
+
+def test_a_bridge_gap_limit_keeps_the_near_states_and_their_tuples_unchanged():
+    rng = np.random.default_rng(1)
+    s_l, a_l, s_w, a_w = _pair(rng, n_l=60, n_w=90)  # the policy drifts up to 5 cm off the correction
+    h, m = 30, 15
+    full = build_pair_tuples(s_l, a_l, s_w, a_w, h, m)
+    near = build_pair_tuples(s_l, a_l, s_w, a_w, h, m, max_bridge_gap=0.01)
+    gaps = {int(i): bridge_gap(s_l[i], s_w[closest_index(s_l[i], s_w)]) for i in full.frame[full.source == SOURCE_L]}
+    kept = [i for i, g in gaps.items() if g <= 0.01]
+    assert 0 < len(kept) < len(gaps)  # the limit bites, and leaves some
+    case1 = near.source == SOURCE_L
+    assert near.frame[case1].tolist() == kept
+    rows = [int(np.flatnonzero((full.source == SOURCE_L) & (full.frame == i))[0]) for i in kept]
+    assert np.array_equal(near.a_w[case1], full.a_w[rows]) and np.array_equal(near.a_l[case1], full.a_l[rows])
+    assert np.array_equal(near.a_w[~case1], full.a_w[full.source == SOURCE_W])  # Case 2 untouched
+    with pytest.raises(ValueError, match="max_bridge_gap must be > 0"):
+        build_pair_tuples(s_l, a_l, s_w, a_w, h, m, max_bridge_gap=0.0)
 
 
 def test_bridges_start_from_the_command_in_effect_not_the_measured_pose():
