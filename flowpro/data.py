@@ -150,7 +150,7 @@ class PreferenceDataset(EpisodeFrames):
         role = np.asarray([r[0] if isinstance(r, list) else r for r in role])
         pair_id = np.asarray(self.hf["pair_id"]).reshape(len(role), -1)[:, 0]
         pairs = split_pairs(pair_id, role, self.state.double().numpy(), self.action.double().numpy())
-        frames, a_w, a_l, pads, sources, pair_of = [], [], [], [], [], []
+        frames, a_w, a_l, pads, sources, pair_of, gaps = [], [], [], [], [], [], []
         self.short_pairs = 0
         for p in pairs:
             t = build_pair_tuples(p.states_l, p.actions_l, p.states_w, p.actions_w, h, m, max_bridge_gap)
@@ -159,7 +159,7 @@ class PreferenceDataset(EpisodeFrames):
             frame = np.empty(len(t), dtype=np.int64)  # dataset frame of each tuple's state
             frame[on_l], frame[~on_l] = p.index_l[t.frame[on_l]], p.index_w[t.frame[~on_l]]
             frames.append(frame)
-            a_w.append(t.a_w), a_l.append(t.a_l), pads.append(t.pad), sources.append(t.source)
+            a_w.append(t.a_w), a_l.append(t.a_l), pads.append(t.pad), sources.append(t.source), gaps.append(t.gap)
             pair_of.append(np.full(len(t), p.pair_id))
         if self.short_pairs:
             warnings.warn(f"{self.root}: {self.short_pairs} of {len(pairs)} pairs have tau^l of at most H={h} "
@@ -171,6 +171,7 @@ class PreferenceDataset(EpisodeFrames):
         self.pad = torch.from_numpy(np.concatenate(pads))
         self.source = np.concatenate(sources)
         self.pair_of = np.concatenate(pair_of)  # the pair each tuple comes from
+        self.bridge_gap = np.concatenate(gaps)  # Case 1: metres from M to J (flowpro.tuples.bridge_gap)
 
     def __len__(self) -> int:
         return len(self.frame)

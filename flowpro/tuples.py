@@ -37,6 +37,7 @@ class PairTuples:
     a_w: np.ndarray  # [N, H, 20]
     a_l: np.ndarray  # [N, H, 20]
     pad: np.ndarray  # [N, H] True = padded step (masked in the loss for both chunks)
+    gap: np.ndarray  # [N] Case 1: bridge_gap from M to J (metres); Case 2: NaN
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -92,10 +93,11 @@ def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.
             raise ValueError(f"{name}: states and actions must both be [T, 20], got {s.shape} and {a.shape}")
     if len(states_w) == 0:
         raise ValueError("tau^w is empty: a pair needs a correction")
-    sources, frames, a_ws, a_ls, pads = [], [], [], [], []
+    sources, frames, a_ws, a_ls, pads, gaps = [], [], [], [], [], []
     for i in range(1, max(0, len(states_l) - h)):  # Case 1: the prefix only
         j = closest_index(states_l[i], states_w)
-        if max_bridge_gap is not None and bridge_gap(states_l[i], states_w[j]) > max_bridge_gap:
+        gap = bridge_gap(states_l[i], states_w[j])
+        if max_bridge_gap is not None and gap > max_bridge_gap:
             continue
         target, pad = chunk_at(actions_w, j, h)
         a_ws.append(smooth_interpolate(bridge_start(actions_l, i), target, m))
@@ -103,6 +105,7 @@ def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.
         pads.append(pad & (np.arange(h) >= m))  # the bridge rows are real; a^l never needs padding
         sources.append(SOURCE_L)
         frames.append(i)
+        gaps.append(gap)
     for i in range(len(states_w)):  # Case 2: identical pairs on the correction
         chunk, pad = chunk_at(actions_w, i, h)
         a_ws.append(chunk)
@@ -110,7 +113,9 @@ def build_pair_tuples(states_l: np.ndarray, actions_l: np.ndarray, states_w: np.
         pads.append(pad)
         sources.append(SOURCE_W)
         frames.append(i)
-    return PairTuples(np.array(sources), np.array(frames), np.stack(a_ws), np.stack(a_ls), np.stack(pads))
+        gaps.append(np.nan)
+    return PairTuples(np.array(sources), np.array(frames), np.stack(a_ws), np.stack(a_ls), np.stack(pads),
+                      np.array(gaps))
 
 
 @dataclass

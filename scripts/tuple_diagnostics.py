@@ -5,7 +5,7 @@
 
 Under the policy, with one shared noise/time draw per sample (as the losses use them), the mean
 flow loss on demonstration frames (Case 3), on the corrections' states (Case 2) and on the
-Case-1 bridges; how far the observations lie from the statistics the policy normalises by; and
+Case-1 bridges (also binned by the gap from ``M`` to ``J``); how far the observations lie from the statistics the policy normalises by; and
 the bridges' gaps, lengths and speeds beside the demonstrations' and corrections' per-step moves
 (:mod:`flowpro.bridges`).
 """
@@ -42,7 +42,13 @@ def per_sample_flow_loss(policy: FlowPolicy, dataset, index: np.ndarray, seed: i
 
 def mean_flow_loss(policy: FlowPolicy, dataset, index: np.ndarray) -> dict:
     """Mean and quantiles of the per-sample flow loss over ``dataset[index]``."""
-    v = per_sample_flow_loss(policy, dataset, index)
+    return loss_summary(per_sample_flow_loss(policy, dataset, index))
+
+
+def loss_summary(v: np.ndarray) -> dict:
+    """Count, mean, median and 90 % quantile of per-sample losses ``v``."""
+    if v.size == 0:
+        return {"n": 0}
     return {"n": int(v.size), "mean": round(float(v.mean()), 4), "median": round(float(np.median(v)), 4),
             "q90": round(float(np.quantile(v, 0.9)), 4)}
 
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demos", required=True)
     ap.add_argument("--pairs", required=True)
     ap.add_argument("--demo-frames", type=int, default=2000, help="demonstration frames sampled for the loss")
+    ap.add_argument("--gap-edges-mm", type=float, nargs="+", default=[5.0, 10.0, 20.0],
+                    help="bin edges (mm) of the Case-1 loss by the gap from M to J (default: 5 10 20)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -78,12 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     pref = PreferenceDataset(args.pairs, c, **kw)
     rng = np.random.default_rng(0)
     demo_idx = rng.choice(len(demos), size=min(args.demo_frames, len(demos)), replace=False)
+    case1 = np.flatnonzero(pref.source == SOURCE_L)
+    case1_loss = per_sample_flow_loss(policy, pref, case1)
     loss = {"demonstrations": mean_flow_loss(policy, demos, demo_idx),
             "case2_corrections": mean_flow_loss(policy, pref, np.flatnonzero(pref.source == SOURCE_W)),
-            "case1_bridges": mean_flow_loss(policy, pref, np.flatnonzero(pref.source == SOURCE_L))}
+            "case1_bridges": loss_summary(case1_loss)}
+    gap = pref.bridge_gap[case1]  # the larger tool gap from M to J, metres
+    edges = [0.0] + list(args.gap_edges_mm) + [np.inf]  # millimetres; bins (lo, hi], the first from 0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (gap * 1000 <= hi) & ((gap * 1000 > lo) | (lo == 0))
+        loss[f"case1_bridges_gap_{lo:g}_to_{hi:g}_mm"] = loss_summary(case1_loss[in_bin])
     base = loss["demonstrations"]["mean"]
     for v in loss.values():
-        v["times_demonstrations"] = round(v["mean"] / base, 2)
+        if v["n"]:
+            v["times_demonstrations"] = round(v["mean"] / base, 2)
     pairs = load_pairs(args.pairs)
     result = {**provenance("tuple_diagnostics.py", argv),
               "pairs": len(pairs), "tuples": {"case1": int((pref.source == SOURCE_L).sum()),

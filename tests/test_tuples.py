@@ -57,6 +57,7 @@ def test_a_bridge_gap_limit_keeps_the_near_states_and_their_tuples_unchanged():
     assert 0 < len(kept) < len(gaps)  # the limit bites, and leaves some
     case1 = near.source == SOURCE_L
     assert near.frame[case1].tolist() == kept
+    assert np.allclose(near.gap[case1], [gaps[i] for i in kept]) and np.isnan(near.gap[~case1]).all()
     rows = [int(np.flatnonzero((full.source == SOURCE_L) & (full.frame == i))[0]) for i in kept]
     assert np.array_equal(near.a_w[case1], full.a_w[rows]) and np.array_equal(near.a_l[case1], full.a_l[rows])
     assert np.array_equal(near.a_w[~case1], full.a_w[full.source == SOURCE_W])  # Case 2 untouched
