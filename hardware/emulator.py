@@ -139,6 +139,8 @@ class ArmEmulator:
             raise ValueError(f"firmware must be one of {dp.FIRMWARES}, got {firmware!r}")
         if model not in ARM_SPECS:
             raise ValueError(f"unknown arm model {model!r}; valid: {sorted(ARM_SPECS)}")
+        if arm not in HOME_DEG:
+            raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(HOME_DEG)}")
         self.physics = physics or BenchPhysics(emulator_bench(model))
         if self.physics.cfg.arm != model:
             raise ValueError(f"{arm} arm emulates a {model} but the bench model holds {self.physics.cfg.arm} arms")

@@ -12,10 +12,12 @@ from envs.env import XTrainerEnv
 
 @pytest.fixture(autouse=True)
 def _no_full_gc_pause_in_hardware_tests(request):
-    """The hardware tests run the controller emulator in this process under 100 ms feedback limits;
-    a full garbage collection over the heap the earlier tests leave (~600k objects) pauses the whole
-    process for up to ~400 ms (results/perf/gc_pauses.json). Freezing the objects that exist before
-    the test keeps collections short."""
+    """The hardware tests run the emulated controllers in processes of their own
+    (hardware/emulator_process.py), but the client side (feedback readers, the safety watchdog's
+    100 ms limits) runs here, as it does on the real bench; a full garbage collection over the heap
+    the earlier tests leave (~600k objects) pauses this process for up to ~400 ms
+    (results/perf/gc_pauses.json). Freezing the objects that exist before the test keeps
+    collections short."""
     if not request.module.__name__.startswith("test_hardware"):
         yield
         return

@@ -14,13 +14,14 @@ from hardware import feetech as ft
 from hardware.backend import RealXTrainer, keyboard_emergency_stop
 from hardware.dobot_client import DobotConfig
 from hardware.emulator import XTrainerEmulator
+from hardware.emulator_process import EmulatorProcess
 from hardware.safety import SafetyError, SafetyStop, SafetyViolation
 
 
 @contextlib.contextmanager
 def emulated_bench(**kwargs):
     """RealXTrainer connected to the emulated bench: both arms (TCP) and both grippers (ptys) in one model."""
-    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0, grippers=True).start()
+    bench = EmulatorProcess(XTrainerEmulator, dashboard_port=0, motion_port=0, feedback_port=0, grippers=True).start()
     emus, servos = bench.arms, bench.grippers
     for s in servos.values():
         s.move_by_hand(2400)  # fingers left partly closed: reset opens them

@@ -10,6 +10,7 @@ import pytest
 from hardware import dobot_protocol as dp
 from hardware.dobot_client import DobotClient, DobotConfig, FeedbackReader, RobotErrorModeError, StaleFeedbackError
 from hardware.emulator import SETTLED_DEG, ArmEmulator
+from hardware.emulator_process import EmulatorProcess
 
 HOME_L = np.array([-90, 0, -90, 0, 90, 90], dtype=float)
 START_UP = ["EnableRobot()", "SpeedFactor(20)", "AccJ(20)", "SpeedJ(20)", "SetTool(1,{0,0,197,0,0,0})", "Tool(1)"]
@@ -17,7 +18,8 @@ START_UP = ["EnableRobot()", "SpeedFactor(20)", "AccJ(20)", "SpeedJ(20)", "SetTo
 
 def _emulator(**kw) -> ArmEmulator:
     kw.setdefault("firmware", "V3")
-    return ArmEmulator("left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0, **kw).start()
+    return EmulatorProcess(ArmEmulator, "left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0,
+                           **kw).start()
 
 
 def _config(emu: ArmEmulator, **kw) -> DobotConfig:
@@ -141,7 +143,7 @@ def test_error_mode_is_recovered_with_clear_error_then_enable(emu, client):
     client.start_up()
     emu.inject_error()
     client.wait_for(lambda f: f.robot_mode == dp.MODE_ERROR and f.error_status == 1, 0.5, "error mode")
-    emu.commands_seen.clear()
+    emu.commands_seen = []
     client.start_up()
     assert emu.commands_seen[:3] == ["ClearError()", "EnableRobot()", "EnableRobot()"]
     assert client.feedback().robot_mode == dp.MODE_ENABLED
@@ -250,7 +252,7 @@ def test_connect_fails_clearly_without_a_controller():
 
 
 def test_right_arm_on_its_own_loopback_address():
-    with ArmEmulator("right", dashboard_port=0, motion_port=0, feedback_port=0) as emu:
+    with EmulatorProcess(ArmEmulator, "right", dashboard_port=0, motion_port=0, feedback_port=0) as emu:
         assert emu.host == "127.0.0.2"
         with DobotClient(_config(emu)) as client:
             np.testing.assert_allclose(client.feedback().q_actual_deg, [90, 0, 90, 0, -90, -90], atol=SETTLED_DEG)

@@ -22,6 +22,7 @@ from hardware import dobot_protocol as dp
 from hardware import feetech as ft
 from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.emulator import SETTLED_DEG, ArmEmulator, XTrainerEmulator, quaternion_wxyz, tool_vector
+from hardware.emulator_process import EmulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 HOME_L = np.array([-90, 0, -90, 0, 90, 90], dtype=float)
@@ -52,7 +53,7 @@ def test_quaternion_matches_rotation():
 
 
 def test_feedback_packet_describes_the_state_and_mode_returns_to_idle():
-    with ArmEmulator("left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0) as emu, \
+    with EmulatorProcess(ArmEmulator, "left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0) as emu, \
             DobotClient(DobotConfig("127.0.0.1", "V3", emu.ports["dashboard"], emu.ports["motion"],
                                     emu.ports["feedback"])) as client:
         client.start_up()
@@ -112,7 +113,7 @@ def test_measured_joints_follow_the_models_servo_dynamics():
     moves J2 and J5 through inertial coupling, matching an independent rollout of the model. A
     first-order lag (the kinematic emulator this replaced) can do neither."""
     step, ramp_s = np.array([3.0, 0, 0, 0, 0, 0]), 0.03
-    with ArmEmulator("left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0) as emu, \
+    with EmulatorProcess(ArmEmulator, "left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0) as emu, \
             DobotClient(DobotConfig("127.0.0.1", "V3", emu.ports["dashboard"], emu.ports["motion"],
                                     emu.ports["feedback"])) as client:
         client.start_up()

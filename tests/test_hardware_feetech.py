@@ -8,6 +8,7 @@ import pytest
 from envs.xtrainer import FINGER_TRAVEL_M
 from hardware import feetech as ft
 from hardware.bench_physics import BenchPhysics, held_object
+from hardware.emulator_process import EmulatorProcess
 from hardware.feetech_emulator import FeetechServoEmulator
 
 
@@ -50,7 +51,7 @@ def test_registers_agree_with_lerobots_sts_sms_table():
 # ----------------------------------------------------------------------------- against the pty servo
 @pytest.fixture
 def servo():
-    emu = FeetechServoEmulator(servo_id=21, position=2048).start()
+    emu = EmulatorProcess(FeetechServoEmulator, servo_id=21, position=2048).start()
     port = ft.SerialPort(emu.path)
     yield emu, ft.FeetechBus(port, timeout_s=0.05, retries=0)
     port.close()
@@ -95,9 +96,13 @@ def test_goal_position_drives_the_models_fingers(servo):
     assert emu.physics.fingers("right")[0] == pytest.approx(FINGER_TRAVEL_M)  # the other gripper stays open
 
 
+def _servo_holding(width: float) -> FeetechServoEmulator:
+    return FeetechServoEmulator(21, physics=BenchPhysics(scene=held_object("left", width)))
+
+
 def test_load_reads_the_torque_limit_when_the_fingers_hold_an_object():
     width = 0.036  # the fingers stop at 18 mm each: opening 0.45
-    with FeetechServoEmulator(21, physics=BenchPhysics(scene=held_object("left", width))) as emu:
+    with EmulatorProcess(_servo_holding, width) as emu:
         port = ft.SerialPort(emu.path)
         try:
             g = ft.Gripper(ft.FeetechBus(port), ft.GripperCalibration(21, open_ticks=2048, closed_ticks=3055))

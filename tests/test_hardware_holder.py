@@ -11,13 +11,14 @@ from envs.rollout import rollout
 from hardware.backend import RealXTrainer
 from hardware.dobot_client import DobotConfig
 from hardware.emulator import XTrainerEmulator
+from hardware.emulator_process import EmulatorProcess
 from hardware.holder import CommandHolder
 from hardware.safety import SafetyStop
 
 
 @pytest.fixture
 def emus():
-    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0).start()
+    bench = EmulatorProcess(XTrainerEmulator, dashboard_port=0, motion_port=0, feedback_port=0).start()
     yield bench.arms
     bench.close()
 

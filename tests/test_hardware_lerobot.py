@@ -17,6 +17,7 @@ from envs.geometry import ARMS
 from envs.xtrainer import home_qpos
 from hardware.dobot_client import DobotConfig
 from hardware.emulator import ArmEmulator, XTrainerEmulator
+from hardware.emulator_process import EmulatorProcess
 from hardware.lerobot_robot import (
     EE_FEATURES,
     JOINT_FEATURES,
@@ -29,7 +30,8 @@ from hardware.lerobot_robot import (
 
 
 def _bench(grippers: bool = False) -> XTrainerEmulator:
-    return XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0, grippers=grippers).start()
+    return EmulatorProcess(XTrainerEmulator, dashboard_port=0, motion_port=0, feedback_port=0,
+                           grippers=grippers).start()
 
 
 def _dobot(e: ArmEmulator) -> DobotConfig:

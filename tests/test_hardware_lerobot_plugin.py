@@ -15,6 +15,7 @@ from envs.geometry import ARMS
 from envs.xtrainer import BenchConfig, home_qpos
 from hardware.backend import tool_pose_row
 from hardware.emulator import ArmEmulator
+from hardware.emulator_process import EmulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "lerobot_robot_xtrainer"
@@ -41,11 +42,10 @@ def installed_metadata(tmp_path_factory) -> Path:
 @pytest.fixture
 def arms():
     """Follower and leader controllers (emulated on free ports); the leaders stand off home."""
-    follower = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
-    leader = {arm: ArmEmulator(arm, dashboard_port=0, motion_port=0, feedback_port=0).start() for arm in ARMS}
+    follower, leader = ({arm: EmulatorProcess(ArmEmulator, arm, dashboard_port=0, motion_port=0, feedback_port=0).start()
+                         for arm in ARMS} for _ in range(2))
     for arm, e in leader.items():
-        with e.lock:
-            e.state.q_actual = e.state.q_target = np.rad2deg(home_qpos(arm) + LEADER_OFFSET[arm])
+        e.place(np.rad2deg(home_qpos(arm) + LEADER_OFFSET[arm]))
     yield follower, leader
     for e in [*follower.values(), *leader.values()]:
         e.close()

@@ -14,6 +14,7 @@ from flowpro.operator import Intervention
 from hardware.cameras import CameraRig, SyntheticSource
 from hardware.dobot_client import DobotConfig, StaleFeedbackError
 from hardware.emulator import XTrainerEmulator
+from hardware.emulator_process import EmulatorProcess
 from hardware.human_operator import HumanOperator, HumanOperatorConfig, joints_to_action
 from hardware.keys import QueueKeys, ScriptedKeys, StdinKeys
 from hardware.teleop import JointTeleoperator, LeaderArms, ScriptedTeleoperator
@@ -172,7 +173,7 @@ def test_stdin_keys_queue_keys_and_run_immediate_actions():
 
 
 def test_leader_arms_are_read_only_and_report_staleness():
-    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0).start()
+    bench = EmulatorProcess(XTrainerEmulator, dashboard_port=0, motion_port=0, feedback_port=0).start()
     emus = bench.arms
     try:
         q = np.deg2rad([-80, 10, -95, 5, 90, 90])

@@ -20,6 +20,7 @@ from hardware.backend import tool_pose_row
 from hardware.config import EXAMPLE, load_robot_config, make_backend, make_leader, parse_robot_config
 from hardware.dobot_protocol import DASHBOARD_PORT, FEEDBACK_PORT, MOTION_PORT
 from hardware.emulator import DEFAULT_HOSTS, GRIPPER_LINK_DIR, ArmEmulator, XTrainerEmulator
+from hardware.emulator_process import EmulatorProcess
 from hardware.keys import ScriptedKeys
 from hardware.teleop import ScriptedTeleoperator
 
@@ -49,7 +50,7 @@ def vision_policy(tmp_path_factory):
 @contextlib.contextmanager
 def emulated_config(tmp_path: Path, **overrides):
     """The shipped example config, pointed at emulators on free ports and grippers on their ptys."""
-    bench = XTrainerEmulator(dashboard_port=0, motion_port=0, feedback_port=0, grippers=True).start()
+    bench = EmulatorProcess(XTrainerEmulator, dashboard_port=0, motion_port=0, feedback_port=0, grippers=True).start()
     emus, servos = bench.arms, bench.grippers
     for s in servos.values():
         s.move_by_hand(2400)  # fingers left partly closed

@@ -9,6 +9,7 @@ from envs.control import MAX_JOINT_STEP_RAD, SAFETY_BOX
 from hardware import dobot_protocol as dp
 from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.emulator import ArmEmulator
+from hardware.emulator_process import EmulatorProcess
 from hardware.safety import ArmLimits, SafeArm, SafetyStop, SafetyViolation, check_joint_target, plan_motion, ramp
 
 HOME = {"left": np.deg2rad([-90, 0, -90, 0, 90, 90]), "right": np.deg2rad([90, 0, 90, 0, -90, -90])}
@@ -89,7 +90,8 @@ def test_plan_motion_refuses_leaving_the_safety_box_but_allows_returning():
 def rig(request):
     kw = dict(getattr(request, "param", {}))
     safe_kw = {"command_timeout_s": 0.3, **kw.pop("safe", {})}
-    emu = ArmEmulator("left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0, **kw).start()
+    emu = EmulatorProcess(ArmEmulator, "left", "127.0.0.1", dashboard_port=0, motion_port=0, feedback_port=0,
+                          **kw).start()
     client = DobotClient(DobotConfig("127.0.0.1", "V3", emu.ports["dashboard"], emu.ports["motion"],
                                      emu.ports["feedback"], timeout_s=1.0)).connect()
     client.start_up()
