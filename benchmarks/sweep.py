@@ -83,6 +83,7 @@ def trial_config(args: argparse.Namespace, profile: Profile, params: dict[str, A
     cfg = RPROConfig(task=args.task, base=str(resolve_policy_dir(args.base)), out="", rounds=1, method=method,
                      loss=loss, pairs=profile.pairs.split(",")[0], steps=steps, batch_size=profile.batch_size,
                      lr=values["lr"], beta=float(values["beta"]), cfg_weight=values["cfg_weight"],
+                     sft_share=profile.sft_share, max_bridge_gap=profile.max_bridge_gap,
                      warmup=max(1, steps // 10), save_every=max(1, steps // 2), seed=args.seed,
                      eval_rollouts=profile.tuning_rollouts, eval_splits="id", eval_seed=profile.tuning_seed,
                      workers=args.workers)

@@ -138,3 +138,39 @@ def test_runner_refuses_a_sweep_without_a_scored_trial_before_any_work(tmp_path,
     assert run_main(["--task", "usb", "--profile", "smoke", "--out", str(out), "--data", str(tmp_path / "d"),
                      "--runs", str(tmp_path / "r")]) == 2
     assert "no finished trial" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_default_profile_runs_and_reports_the_protocol_values_it_chose_on_tuning_scenes(tmp_path):
+    """sft_share and the bridge limit of the default profile reach every method's run and every sweep
+    trial, and results.json's selection names them with the tuning scenes they were chosen on."""
+    import argparse
+    from pathlib import Path
+
+    from benchmarks.report import _selection_section
+    from benchmarks.run import method_config, selection_record
+    from benchmarks.sweep import trial_config
+    from flowpro.benches import SimulatedBench
+
+    profile = PROFILES["default"]
+    assert (profile.sft_share, profile.max_bridge_gap) == (0.8, 0.01)
+    for method in ("flowpro", "dagger", "dagger_buffered"):
+        cfg = method_config("usb", method, "rpro", 0, Path("base"), Path("demos"), tmp_path, profile, 3,
+                            SimulatedBench())
+        assert (cfg.sft_share, cfg.max_bridge_gap) == (0.8, 0.01)
+    smoke = method_config("usb", "flowpro", "rpro", 0, Path("base"), Path("demos"), tmp_path, PROFILES["smoke"], 1,
+                          SimulatedBench())
+    assert (smoke.sft_share, smoke.max_bridge_gap) == (None, None) and smoke.out != cfg.out
+    args = argparse.Namespace(task="usb", method="rpro", base=str(tmp_path), seed=0, workers=1)
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy/config.json").write_text("{}")
+    (tmp_path / "policy/model.safetensors").write_bytes(b"")  # only its path is read here
+    trial = trial_config(args, profile, {"beta": 100, "lr": 3e-5, "steps": 300}, tmp_path)
+    assert (trial.sft_share, trial.max_bridge_gap) == (0.8, 0.01)
+
+    record = selection_record(profile)["protocol"]
+    assert record["chosen"] == {"sft_share": profile.sft_share, "max_bridge_gap": profile.max_bridge_gap}
+    first, last = (int(x) for x in record["tuning_seeds"].strip("[ id").replace(")", "").split(","))
+    assert last <= profile.test_seed or first >= profile.test_seed + profile.rollouts  # never a test scene
+    text = "\n".join(_selection_section({"selection": selection_record(profile)}))
+    assert "sft_share" in text and "[5000, 5100)" in text and "fifth diagnosis" in text
+    assert selection_record(PROFILES["smoke"]) is None
