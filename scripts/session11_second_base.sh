@@ -12,7 +12,7 @@ if [ -z "$B" ] || [ ! -f "$B/policy/model.safetensors" ]; then
   # Stages 1-3 of the benchmark from training seed 1 (demonstrations, SFT); stopped once the base is saved.
   $P -m benchmarks.run --task usb --methods "" --no-ablations --seed 1 --out $D/base_build > $D/base_build.log 2>&1 &
   while ! ls runs/usb/sft_*/policy/model.safetensors >/dev/null 2>&1; do sleep 30; done
-  sleep 20; kill %1; wait
+  sleep 20; pkill -f "benchmarks.run --task usb --methods"; sleep 5
   B=$(ls -d runs/usb/sft_*/ | head -1)
 fi
 B=${B%/}
