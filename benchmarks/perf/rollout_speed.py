@@ -43,9 +43,14 @@ class CtrlRecordingEnv(XTrainerEnv):
         super().__init__(**kw)
         self.ctrls: list[np.ndarray] = []
 
-    def _write_ctrl(self, q_from: dict, q_to: dict, alpha: float) -> None:
+    def _write_ctrl(self, q_from: dict, q_to: dict, alpha: float) -> None:  # reset
         super()._write_ctrl(q_from, q_to, alpha)
         self.ctrls.append(self.data.ctrl.copy())
+
+    def _servo_ctrls(self, q_from: dict, q_to: dict) -> np.ndarray:  # act: every substep's ctrl
+        rows = super()._servo_ctrls(q_from, q_to)
+        self.ctrls.extend(row.copy() for row in rows)
+        return rows
 
 
 def untrained_policy(out: Path) -> Path:
