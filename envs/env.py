@@ -74,6 +74,8 @@ class XTrainerEnv(gym.Env):
         self.task_description = self.task.instruction
         self.time_limit_s = time_limit_s if time_limit_s is not None else self.task.time_limit_s
         self.control_dt = 1.0 / control_hz
+        # Control steps the success predicate must hold (at least one).
+        self._hold_steps = max(int(np.ceil(self.task.success_hold_s / self.control_dt - 1e-9)), 1)
         self.ik = IKController(self.cfg, max_joint_speed_rad_s=max_joint_speed_rad_s)
 
         m = self.model
@@ -179,7 +181,8 @@ class XTrainerEnv(gym.Env):
         self._init_python_state(init)
         self._write_ctrl(self._py["q_target"], self._py["q_target"], 1.0)
         mujoco.mj_forward(self.model, self.data)
-        return self.observe(), self._info(ik=None, view=self.task.view(self.data))
+        view = self.task.view(self.data)
+        return self._observe(view), self._info(ik=None, view=view)
 
     def step(self, action):
         obs, info = self.act(action)
@@ -220,7 +223,7 @@ class XTrainerEnv(gym.Env):
         # The task's predicates read one view of this state (its contact scans), taken here once.
         view = self.task.view(self.data)
         self._update_task_status(view)
-        return self.observe(), self._info(ik=reports, view=view)
+        return self._observe(view), self._info(ik=reports, view=view)
 
     def _validate(self, action) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """The checked action and, in ``"ee"`` mode, its target rotations."""
@@ -252,8 +255,7 @@ class XTrainerEnv(gym.Env):
             py["success_steps"] += 1
         else:
             py["success_steps"] = 0
-        hold = int(np.ceil(self.task.success_hold_s / self.control_dt - 1e-9))
-        if py["success_steps"] >= max(hold, 1) and py["first_success_s"] is None:
+        if py["success_steps"] >= self._hold_steps and py["first_success_s"] is None:
             # Completion time = when the success predicate first began to hold.
             py["first_success_s"] = (py["step"] - py["success_steps"] + 1) * self.control_dt
         py["failures_now"] = self.task.failures(self.data, py["memo"], view)
@@ -276,13 +278,20 @@ class XTrainerEnv(gym.Env):
     # ------------------------------------------------------------------ observations
     def ee_pose(self) -> np.ndarray:
         """Measured 20-dim pose: tool sites in the world frame and gripper opening (1 = open)."""
+        return self._ee_pose(self._grips())
+
+    def _grips(self) -> list[float]:
+        """Each arm's measured gripper opening (1 = open)."""
+        return [float(np.mean(self.data.qpos[self._finger_qadr[a]])) / FINGER_TRAVEL_M for a in ARMS]
+
+    def _ee_pose(self, grips: list[float]) -> np.ndarray:
         row = np.empty(ACTION_DIM)
         d = self.data
         for i, a in enumerate(ARMS):
             sid, o = self._tool[a], i * ARM_DIM
             row[o: o + 3] = d.site_xpos[sid]
             row[o + 3: o + 9] = d.site_xmat[sid][_R6_OF_XMAT]  # matrix_to_r6: R[:, 0], R[:, 1]
-            row[o + GRIP] = float(np.mean(d.qpos[self._finger_qadr[a]])) / FINGER_TRAVEL_M
+            row[o + GRIP] = grips[i]
         return row
 
     def home_tool_rotation(self, arm: str) -> np.ndarray:
@@ -291,18 +300,26 @@ class XTrainerEnv(gym.Env):
         return base_R @ forward_kinematics(home_qpos(arm), self.cfg.arm_spec)[:3, :3]
 
     def joint_pos(self) -> np.ndarray:
-        out = []
-        for a in ARMS:
-            out.extend(self.data.qpos[self._qadr[a]])
-            out.append(float(np.mean(self.data.qpos[self._finger_qadr[a]])) / FINGER_TRAVEL_M)
-        return np.array(out)
+        return self._joint_pos(self._grips())
+
+    def _joint_pos(self, grips: list[float]) -> np.ndarray:
+        out = np.empty(JOINT_DIM)
+        for i, a in enumerate(ARMS):
+            out[7 * i: 7 * i + 6] = self.data.qpos[self._qadr[a]]
+            out[7 * i + 6] = grips[i]
+        return out
 
     def observe(self) -> dict[str, Any]:
-        obs: dict[str, Any] = {"agent_pos": self.ee_pose(), "joint_pos": self.joint_pos()}
+        return self._observe(None)
+
+    def _observe(self, view: Any) -> dict[str, Any]:
+        """The observation; ``view``: the task's view of this state, if at hand (None: it reads ``data``)."""
+        grips = self._grips()
+        obs: dict[str, Any] = {"agent_pos": self._ee_pose(grips), "joint_pos": self._joint_pos(grips)}
         if self.obs_mode == "rgb":
             obs["pixels"] = {c: self.render_camera(c) for c in CAMERAS}
         if self.privileged_obs:
-            obs["environment_state"] = self.task.privileged_state(self.data)
+            obs["environment_state"] = self.task.privileged_state(self.data, view)
         return obs
 
     def render_camera(self, camera: str, size: tuple[int, int] | None = None) -> np.ndarray:
