@@ -5,9 +5,13 @@
 (a) Policy-driven state-mode USB control steps per second against bare ``mj_step`` of the same
 scene: one rollout's ``data.ctrl`` is recorded per substep and replayed through ``mj_step`` alone
 from the same start state (the replay must end in the rollout's physics state, bit for bit).
-(b) Evaluation rollouts per minute: today's path (one environment per worker, a batch-size-1
-policy call per rollout) against ``env_batch`` environments per worker in lock-step with one
-batched policy call per re-plan, on the same seeds. Goals (issue 14): (a) >= 0.5x, (b) >= 3x.
+(b) Evaluation rollouts per minute: the baseline path (one environment per worker, a
+batch-size-1 policy call per rollout) at the baseline commit (``--baseline``, default ac987f7:
+before the environment speed-ups of issue 14, part 4), run from a ``git archive`` of that commit in
+a subprocess, against this checkout's one-environment path and its ``env_batch`` environments per
+worker in lock-step with one batched policy call per re-plan, all on the same seeds and in one run.
+The baseline's (a) is measured there too, on its own code. Goals (issue 14): (a) >= 0.5x, (b) >= 3x
+against the baseline.
 
 The policy is the default profile's state-only built-in architecture, untrained (random weights,
 chunks spread 2 cm around the home pose), so every rollout runs to the time limit.
@@ -16,8 +20,11 @@ chunks spread 2 cm around the home pose), so every rollout runs to the time limi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -137,24 +144,62 @@ def batch_call_difference(policy: FlowPolicy, seeds: list[int]) -> dict:
             "ms_per_chunk_batched": round((t2 - t1) / len(seeds) * 1e3, 1)}
 
 
-def evaluation_speed(policy_dir: Path, seeds: list[int], workers: int, env_batch: int, time_limit_s: float) -> dict:
-    """(b): the same seeds through today's path and through the batched one."""
-    timings, results = {}, {}
+_BASELINE_SCRIPT = """
+import json, sys, time
+args = json.loads(sys.argv[1])
+import envs
+assert envs.__file__.startswith(args["root"]), envs.__file__  # the baseline's code, not this checkout's
+import torch
+from benchmarks.evaluate import evaluate
+from benchmarks.perf.rollout_speed import control_vs_physics
+from flowpro.policies import FlowPolicy
+torch.set_num_threads(1)
+physics = control_vs_physics(FlowPolicy.load(args["policy_dir"]), args["time_limit_s"], args["seed"])
+t0 = time.perf_counter()
+results = evaluate("usb", args["policy_dir"], args["seeds"], "id", workers=args["workers"],
+                   time_limit_s=args["time_limit_s"])
+print(json.dumps({"physics": physics, "wall_s": time.perf_counter() - t0, "results": results}))
+"""
+
+
+def baseline_run(rev: str, policy_dir: Path, seeds: list[int], workers: int, time_limit_s: float, seed: int) -> dict:
+    """(a) and the one-env-per-worker evaluation of (b) on the code of commit ``rev``, in a subprocess
+    that imports a ``git archive`` of it (its evaluation workers inherit its PYTHONPATH)."""
+    commit = subprocess.run(["git", "rev-parse", rev], capture_output=True, text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as root:
+        archive = subprocess.run(["git", "archive", commit], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", root], input=archive, check=True)
+        args = {"root": root, "policy_dir": str(policy_dir), "seeds": seeds, "workers": workers,
+                "time_limit_s": time_limit_s, "seed": seed}
+        out = subprocess.run([sys.executable, "-c", _BASELINE_SCRIPT, json.dumps(args)], cwd=root, check=True,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root}).stdout
+    return {"commit": commit, **json.loads(out.splitlines()[-1])}
+
+
+def evaluation_speed(policy_dir: Path, seeds: list[int], workers: int, env_batch: int, time_limit_s: float,
+                     baseline: dict) -> dict:
+    """(b): the same seeds through the baseline commit's path, this checkout's same path and the batched one."""
+    timings, results = {"baseline_one_env_per_worker": baseline["wall_s"]}, {}
     for name, kw in (("one_env_per_worker", {}), ("batched", {"env_batch": env_batch})):
         t0 = time.perf_counter()
         results[name] = evaluate("usb", policy_dir, seeds, "id", workers=workers, time_limit_s=time_limit_s, **kw)
         timings[name] = time.perf_counter() - t0
-    old, new = results["one_env_per_worker"], results["batched"]
+    old, now, new = baseline["results"], json.loads(json.dumps(results["one_env_per_worker"])), results["batched"]
     per_min = {k: len(seeds) / t * 60 for k, t in timings.items()}
     return {
         "rollouts": len(seeds), "workers": workers, "env_batch": env_batch, "time_limit_s": time_limit_s,
-        "old_rollouts_per_min": round(per_min["one_env_per_worker"], 2),
+        "baseline_commit": baseline["commit"],
+        "baseline_rollouts_per_min": round(per_min["baseline_one_env_per_worker"], 2),
+        "one_env_per_worker_rollouts_per_min": round(per_min["one_env_per_worker"], 2),
         "batched_rollouts_per_min": round(per_min["batched"], 2),
-        "speed_up": round(per_min["batched"] / per_min["one_env_per_worker"], 2),
+        "speed_up_batched_vs_baseline": round(per_min["batched"] / per_min["baseline_one_env_per_worker"], 2),
+        "speed_up_one_env_vs_baseline": round(per_min["one_env_per_worker"] / per_min["baseline_one_env_per_worker"], 2),
+        "speed_up_batched_vs_one_env": round(per_min["batched"] / per_min["one_env_per_worker"], 2),
         "wall_s": {k: round(t, 1) for k, t in timings.items()},
+        "one_env_identical_result_dicts_vs_baseline": sum(a == b for a, b in zip(old, now)),
         "same_outcomes": sum((a["success"], a["terminated_by"]) == (b["success"], b["terminated_by"])
-                             for a, b in zip(old, new)),
-        "identical_result_dicts": sum(a == b for a, b in zip(old, new)),
+                             for a, b in zip(results["one_env_per_worker"], new)),
+        "identical_result_dicts": sum(a == b for a, b in zip(results["one_env_per_worker"], new)),
         "note": ("result dicts hold seed, outcome, steps, failures and stages, not trajectories; this untrained "
                  "policy's rollouts all run to the time limit, so its outcomes cannot tell the paths apart"),
     }
@@ -167,6 +212,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=10.0, help="episode length (s) of every rollout")
     ap.add_argument("--out", default="results/perf/rollout_speed.json")
+    ap.add_argument("--baseline", default="ac987f7",
+                    help="commit whose one-env-per-worker path (b) and env.act (a) are measured beside this checkout")
     args = ap.parse_args()
 
     torch.set_num_threads(1)  # as in the evaluation workers
@@ -175,12 +222,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         policy_dir = untrained_policy(Path(tmp) / "policy")
         policy = FlowPolicy.load(policy_dir)
+        baseline = baseline_run(args.baseline, policy_dir, seeds, args.workers, args.time_limit, EVAL_SEED)
         physics = control_vs_physics(policy, args.time_limit, EVAL_SEED)
+        physics["baseline_commit"] = baseline["commit"]
+        physics["baseline"] = {k: baseline["physics"][k] for k in (
+            "env_act_steps_per_s", "policy_driven_steps_per_s", "bare_physics_control_steps_per_s",
+            "ratio_env_act_vs_bare_physics", "ratio_policy_driven_vs_bare_physics")}
+        physics["env_act_speed_up_vs_baseline"] = round(
+            physics["env_act_steps_per_s"] / baseline["physics"]["env_act_steps_per_s"], 2)
         difference = batch_call_difference(policy, seeds[:args.env_batch])
-        evaluation = evaluation_speed(policy_dir, seeds, args.workers, args.env_batch, args.time_limit)
+        evaluation = evaluation_speed(policy_dir, seeds, args.workers, args.env_batch, args.time_limit, baseline)
     result = {
         "command": (f"python -m benchmarks.perf.rollout_speed --rollouts {args.rollouts} --env-batch {args.env_batch} "
-                    f"--workers {args.workers} --time-limit {args.time_limit}"),
+                    f"--workers {args.workers} --time-limit {args.time_limit} --baseline {args.baseline}"),
         "git_commit": _git_commit(),
         "task": "usb", "obs_mode": "state",
         "policy": ("untrained built-in state-only policy, default architecture (d_model 128, 4 layers, 10 Euler "
@@ -188,7 +242,11 @@ def main() -> None:
         "control_vs_bare_physics": physics,
         "batched_policy_call": difference,
         "evaluation": evaluation,
-        "goals": {"ratio_policy_driven_vs_bare_physics": 0.5, "evaluation_speed_up": 3.0},
+        "goals": {"ratio_env_act_vs_bare_physics": 0.5, "ratio_policy_driven_vs_bare_physics": 0.5,
+                  "speed_up_batched_vs_baseline": 3.0},
+        "note": ("one run on a shared 2-core machine: the baseline, this checkout's one-env path and the batched "
+                 "path run one after another, so load changes between them move the ratios; (a)'s ratios are "
+                 "each against bare physics measured beside them"),
         "load_average_before_after": [[round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]],
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "mujoco": mujoco.__version__,
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
