@@ -20,15 +20,11 @@ import numpy as np
 from envs.control import IKController
 from envs.geometry import (
     ACTION_DIM,
+    ARM_DIM,
     ARMS,
     GRIP,
     JOINT_DIM,
-    POS,
-    ROT6,
-    arm_slice,
-    matrix_to_r6,
-    r6_to_matrix,
-    validate_action,
+    checked_action,
 )
 from envs.kinematics import forward_kinematics
 from envs.tasks import get_task
@@ -38,6 +34,7 @@ from envs.xtrainer import CAMERAS, FINGER_TRAVEL_M, BenchConfig, build_xml, fing
 OBS_MODES = ("rgb", "state")
 ACTION_MODES = ("ee", "joint")
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+_R6_OF_XMAT = np.array([0, 3, 6, 1, 4, 7])  # a row-major 3x3 matrix's first two columns
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,8 @@ class XTrainerEnv(gym.Env):
         self.task_description = self.task.instruction
         self.time_limit_s = time_limit_s if time_limit_s is not None else self.task.time_limit_s
         self.control_dt = 1.0 / control_hz
+        # Control steps the success predicate must hold (at least one).
+        self._hold_steps = max(int(np.ceil(self.task.success_hold_s / self.control_dt - 1e-9)), 1)
         self.ik = IKController(self.cfg, max_joint_speed_rad_s=max_joint_speed_rad_s)
 
         m = self.model
@@ -84,6 +83,7 @@ class XTrainerEnv(gym.Env):
         self._act_arm = {a: np.array([m.actuator(f"{a}/j{i + 1}").id for i in range(6)]) for a in ARMS}
         self._finger_qadr = {a: np.array([m.joint(f"{a}/finger_{f}").qposadr[0] for f in "ab"]) for a in ARMS}
         self._act_finger = {a: np.array([m.actuator(f"{a}/finger_{f}").id for f in "ab"]) for a in ARMS}
+        self._act_arms = np.concatenate([self._act_arm[a] for a in ARMS])  # both arms' joint actuators
         self._tool = {a: m.site(f"{a}/tool").id for a in ARMS}
         self._jrange = {a: m.jnt_range[[m.joint(f"{a}/j{i + 1}").id for i in range(6)]].copy() for a in ARMS}
         # Camera field of view: ~69 deg horizontal on the configured aspect (MuJoCo's fovy is vertical).
@@ -181,7 +181,8 @@ class XTrainerEnv(gym.Env):
         self._init_python_state(init)
         self._write_ctrl(self._py["q_target"], self._py["q_target"], 1.0)
         mujoco.mj_forward(self.model, self.data)
-        return self.observe(), self._info(ik=None, view=self.task.view(self.data))
+        view = self.task.view(self.data)
+        return self._observe(view), self._info(ik=None, view=view)
 
     def step(self, action):
         obs, info = self.act(action)
@@ -191,15 +192,14 @@ class XTrainerEnv(gym.Env):
 
     def act(self, action) -> tuple[dict[str, Any], dict[str, Any]]:
         """Execute one control step; validates before touching the simulation."""
-        action = self._validate(action)
+        action, rotations = self._validate(action)
         q_prev = {a: self._py["q_target"][a].copy() for a in ARMS}
         reports = None
         if self.action_mode == "ee":
             targets = {}
-            for a in ARMS:
-                row = action[arm_slice(a)]
-                targets[a] = (row[POS], r6_to_matrix(row[ROT6]))
-                self._py["grip_target"][a] = float(np.clip(row[GRIP], 0.0, 1.0))
+            for i, a in enumerate(ARMS):
+                targets[a] = (action[i * ARM_DIM: i * ARM_DIM + 3], rotations[a])
+                self._py["grip_target"][a] = float(np.clip(action[i * ARM_DIM + GRIP], 0.0, 1.0))
             q_new, reports = self.ik.solve(q_prev, targets)
         else:
             q_new = {}
@@ -208,11 +208,10 @@ class XTrainerEnv(gym.Env):
                 q_new[a] = np.clip(seg[:6], self._jrange[a][:, 0], self._jrange[a][:, 1])
                 self._py["grip_target"][a] = float(np.clip(seg[6], 0.0, 1.0))
         self._py["q_target"] = q_new
-        n = self.cfg.substeps
-        for k in range(n):
-            # ServoJ-like: the joint target moves linearly over the control period.
-            self._write_ctrl(q_prev, q_new, (k + 1) / n)
-            mujoco.mj_step(self.model, self.data)
+        ctrl, step, model, data = self.data.ctrl, mujoco.mj_step, self.model, self.data
+        for row in self._servo_ctrls(q_prev, q_new):
+            ctrl[:] = row
+            step(model, data)
         # mj_step leaves positions, contacts and sensors computed *before* its last integration;
         # recompute them so an observation (and the task predicates) describe the current state,
         # exactly as after restore(). The solver's warm start is put back, so the trajectory is
@@ -224,10 +223,26 @@ class XTrainerEnv(gym.Env):
         # The task's predicates read one view of this state (its contact scans), taken here once.
         view = self.task.view(self.data)
         self._update_task_status(view)
-        return self.observe(), self._info(ik=reports, view=view)
+        return self._observe(view), self._info(ik=reports, view=view)
 
-    def _validate(self, action) -> np.ndarray:
-        return validate_action(action, self.action_mode)
+    def _validate(self, action) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """The checked action and, in ``"ee"`` mode, its target rotations."""
+        return checked_action(action, self.action_mode)
+
+    def _servo_ctrls(self, q_from: dict, q_to: dict) -> np.ndarray:
+        """The control vector of every physics substep of one control step, ``(substeps, nu)``:
+        ServoJ-like, the joint target moves linearly over the control period (substep ``k`` at
+        ``alpha = (k + 1) / n``), the finger targets are the step's gripper commands. The same
+        values, bit for bit, as :meth:`_write_ctrl` at each ``alpha``, computed at once."""
+        n = self.cfg.substeps
+        alpha = np.array([(k + 1) / n for k in range(n)])[:, None]
+        rows = np.repeat(self.data.ctrl[None], n, axis=0)
+        for a in ARMS:
+            rows[:, self._act_finger[a]] = self._py["grip_target"][a] * FINGER_TRAVEL_M
+        lo = np.concatenate([q_from[a] for a in ARMS])
+        hi = np.concatenate([q_to[a] for a in ARMS])
+        rows[:, self._act_arms] = (1 - alpha) * lo + alpha * hi
+        return rows
 
     def _write_ctrl(self, q_from: dict, q_to: dict, alpha: float) -> None:
         for a in ARMS:
@@ -240,8 +255,7 @@ class XTrainerEnv(gym.Env):
             py["success_steps"] += 1
         else:
             py["success_steps"] = 0
-        hold = int(np.ceil(self.task.success_hold_s / self.control_dt - 1e-9))
-        if py["success_steps"] >= max(hold, 1) and py["first_success_s"] is None:
+        if py["success_steps"] >= self._hold_steps and py["first_success_s"] is None:
             # Completion time = when the success predicate first began to hold.
             py["first_success_s"] = (py["step"] - py["success_steps"] + 1) * self.control_dt
         py["failures_now"] = self.task.failures(self.data, py["memo"], view)
@@ -264,13 +278,20 @@ class XTrainerEnv(gym.Env):
     # ------------------------------------------------------------------ observations
     def ee_pose(self) -> np.ndarray:
         """Measured 20-dim pose: tool sites in the world frame and gripper opening (1 = open)."""
+        return self._ee_pose(self._grips())
+
+    def _grips(self) -> list[float]:
+        """Each arm's measured gripper opening (1 = open)."""
+        return [float(np.mean(self.data.qpos[self._finger_qadr[a]])) / FINGER_TRAVEL_M for a in ARMS]
+
+    def _ee_pose(self, grips: list[float]) -> np.ndarray:
         row = np.empty(ACTION_DIM)
-        for a in ARMS:
-            s = arm_slice(a)
-            sid = self._tool[a]
-            row[s][POS] = self.data.site_xpos[sid]
-            row[s][ROT6] = matrix_to_r6(self.data.site_xmat[sid].reshape(3, 3))
-            row[s][GRIP] = float(np.mean(self.data.qpos[self._finger_qadr[a]])) / FINGER_TRAVEL_M
+        d = self.data
+        for i, a in enumerate(ARMS):
+            sid, o = self._tool[a], i * ARM_DIM
+            row[o: o + 3] = d.site_xpos[sid]
+            row[o + 3: o + 9] = d.site_xmat[sid][_R6_OF_XMAT]  # matrix_to_r6: R[:, 0], R[:, 1]
+            row[o + GRIP] = grips[i]
         return row
 
     def home_tool_rotation(self, arm: str) -> np.ndarray:
@@ -279,18 +300,26 @@ class XTrainerEnv(gym.Env):
         return base_R @ forward_kinematics(home_qpos(arm), self.cfg.arm_spec)[:3, :3]
 
     def joint_pos(self) -> np.ndarray:
-        out = []
-        for a in ARMS:
-            out.extend(self.data.qpos[self._qadr[a]])
-            out.append(float(np.mean(self.data.qpos[self._finger_qadr[a]])) / FINGER_TRAVEL_M)
-        return np.array(out)
+        return self._joint_pos(self._grips())
+
+    def _joint_pos(self, grips: list[float]) -> np.ndarray:
+        out = np.empty(JOINT_DIM)
+        for i, a in enumerate(ARMS):
+            out[7 * i: 7 * i + 6] = self.data.qpos[self._qadr[a]]
+            out[7 * i + 6] = grips[i]
+        return out
 
     def observe(self) -> dict[str, Any]:
-        obs: dict[str, Any] = {"agent_pos": self.ee_pose(), "joint_pos": self.joint_pos()}
+        return self._observe(None)
+
+    def _observe(self, view: Any) -> dict[str, Any]:
+        """The observation; ``view``: the task's view of this state, if at hand (None: it reads ``data``)."""
+        grips = self._grips()
+        obs: dict[str, Any] = {"agent_pos": self._ee_pose(grips), "joint_pos": self._joint_pos(grips)}
         if self.obs_mode == "rgb":
             obs["pixels"] = {c: self.render_camera(c) for c in CAMERAS}
         if self.privileged_obs:
-            obs["environment_state"] = self.task.privileged_state(self.data)
+            obs["environment_state"] = self.task.privileged_state(self.data, view)
         return obs
 
     def render_camera(self, camera: str, size: tuple[int, int] | None = None) -> np.ndarray:

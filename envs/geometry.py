@@ -7,6 +7,8 @@ with 1 = open, 0 = closed. The left arm fills columns 0-9, the right arm 10-19.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 ARM_DIM = 10
@@ -36,6 +38,8 @@ def r6_to_matrix(r6: np.ndarray) -> np.ndarray:
     is defined then.
     """
     r6 = np.asarray(r6, dtype=np.float64)
+    if r6.shape == (6,):
+        return _r6_row_to_matrix(r6)
     a, b = r6[..., 0:3], r6[..., 3:6]
     na = np.linalg.norm(a, axis=-1, keepdims=True)
     if np.any(na < 1e-9):
@@ -48,6 +52,26 @@ def r6_to_matrix(r6: np.ndarray) -> np.ndarray:
     y = b / nb
     z = np.cross(x, y)
     return np.stack([x, y, z], axis=-1)
+
+
+def _r6_row_to_matrix(r6: np.ndarray) -> np.ndarray:
+    """One row of :func:`r6_to_matrix` in scalar arithmetic, ~20x faster and bitwise equal: every
+    operation is the one NumPy does for a single row (a 3-element sum adds left to right, as
+    ``np.add.reduce`` does; ``np.cross`` is two products and a difference), each rounded once."""
+    a0, a1, a2, b0, b1, b2 = r6.tolist()
+    na = math.sqrt((a0 * a0 + a1 * a1) + a2 * a2)
+    if na < 1e-9:
+        raise ValueError("6D rotation has a zero first column")
+    x0, x1, x2 = a0 / na, a1 / na, a2 / na
+    d = (x0 * b0 + x1 * b1) + x2 * b2
+    b0, b1, b2 = b0 - d * x0, b1 - d * x1, b2 - d * x2
+    nb = math.sqrt((b0 * b0 + b1 * b1) + b2 * b2)
+    if nb < 1e-9:
+        raise ValueError("6D rotation columns are parallel")
+    y0, y1, y2 = b0 / nb, b1 / nb, b2 / nb
+    return np.array([[x0, y0, x1 * y2 - x2 * y1],
+                     [x1, y1, x2 * y0 - x0 * y2],
+                     [x2, y2, x0 * y1 - x1 * y0]])
 
 
 def geodesic_angle(R1: np.ndarray, R2: np.ndarray) -> np.ndarray:
@@ -82,16 +106,24 @@ JOINT_DIM = 14  # X-Trainer joint format: [L j1..j6, L grip, R j1..j6, R grip]
 def validate_action(action, action_mode: str = "ee") -> np.ndarray:
     """A checked float64 action row: 20-dim end-effector targets (``"ee"``) with invertible 6D
     rotations, or 14-dim joints (``"joint"``); raises ``ValueError`` naming the problem."""
+    return checked_action(action, action_mode)[0]
+
+
+def checked_action(action, action_mode: str = "ee") -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """:func:`validate_action`, also returning each arm's target rotation matrix (``"ee"``; None
+    for joints), which the check computes anyway."""
     a = np.asarray(action, dtype=np.float64)
     expected = (ACTION_DIM,) if action_mode == "ee" else (JOINT_DIM,)
     if a.shape != expected:
         raise ValueError(f"action must have shape {expected} ({action_mode} mode), got {a.shape}")
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():
         raise ValueError(f"action contains NaN or inf at indices {np.flatnonzero(~np.isfinite(a)).tolist()}")
-    if action_mode == "ee":
-        for arm in ARMS:
-            try:
-                r6_to_matrix(a[arm_slice(arm)][ROT6])
-            except ValueError as e:
-                raise ValueError(f"{arm} arm rotation is invalid: {e}") from None
-    return a
+    if action_mode != "ee":
+        return a, None
+    rotations = {}
+    for i, arm in enumerate(ARMS):
+        try:
+            rotations[arm] = _r6_row_to_matrix(a[i * ARM_DIM + 3: i * ARM_DIM + 9])
+        except ValueError as e:
+            raise ValueError(f"{arm} arm rotation is invalid: {e}") from None
+    return a, rotations

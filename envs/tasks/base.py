@@ -92,8 +92,8 @@ class Task(ABC):
         """Failure kinds detected now (may update ``memo``)."""
 
     @abstractmethod
-    def privileged_state(self, data: mujoco.MjData) -> np.ndarray:
-        """Flat vector of object poses for ``obs_mode='state'``."""
+    def privileged_state(self, data: mujoco.MjData, view: Any = None) -> np.ndarray:
+        """Flat vector of object poses for ``obs_mode='state'`` (``view``: this state's, if at hand)."""
 
     @abstractmethod
     def make_expert(self) -> Expert:

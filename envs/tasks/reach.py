@@ -73,7 +73,7 @@ class ReachTask(Task):
     def failures(self, data, memo, view=None) -> list[str]:
         return []
 
-    def privileged_state(self, data) -> np.ndarray:
+    def privileged_state(self, data, view=None) -> np.ndarray:
         return np.concatenate([self.target(data, a) for a in ARMS])
 
     def make_expert(self) -> ReachExpert:

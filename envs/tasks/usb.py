@@ -137,6 +137,7 @@ class UsbView:
     plug_on_strip: bool
     strip_lifted: bool
     lamp_out_of_holder: bool
+    success: bool  # is_success's predicate on ``plug``
 
     def held(self, obj: str) -> bool:
         return self.fingers_on[obj] == 2
@@ -312,14 +313,32 @@ class UsbTask(Task):
 
     # ------------------------------------------------------------------ task predicates
     def view(self, data: mujoco.MjData) -> UsbView:
-        return UsbView(plug=self.plug_state(data),
-                       fingers_on={"strip": len(self.contacts(data, self.finger_geoms["left"], self.strip_geoms)),
-                                   "lamp": len(self.contacts(data, self.finger_geoms["right"], self.lamp_geoms))},
-                       plug_on_strip=bool(self.contacts(data, {self.plug_geom}, self.strip_geoms)),
-                       strip_lifted=self.strip_lifted(data), lamp_out_of_holder=self.lamp_out_of_holder(data))
+        # One pass over the contacts for what three `contacts` calls would find: the left fingers on
+        # the strip, the right fingers on the lamp, the plug on the strip.
+        left_on_strip, right_on_lamp, plug_on_strip = set(), set(), False
+        if data.ncon:
+            fl, fr, sg, lg, pg = (self.finger_geoms["left"], self.finger_geoms["right"], self.strip_geoms,
+                                  self.lamp_geoms, self.plug_geom)
+            for g1, g2 in data.contact.geom.tolist():
+                if g1 in fl and g2 in sg:
+                    left_on_strip.add(g1)
+                elif g2 in fl and g1 in sg:
+                    left_on_strip.add(g2)
+                if g1 in fr and g2 in lg:
+                    right_on_lamp.add(g1)
+                elif g2 in fr and g1 in lg:
+                    right_on_lamp.add(g2)
+                if (g1 == pg and g2 in sg) or (g2 == pg and g1 in sg):
+                    plug_on_strip = True
+        plug = self.plug_state(data)
+        return UsbView(plug=plug, fingers_on={"strip": len(left_on_strip), "lamp": len(right_on_lamp)},
+                       plug_on_strip=plug_on_strip, strip_lifted=self.strip_lifted(data),
+                       lamp_out_of_holder=self.lamp_out_of_holder(data), success=self._seated(plug))
 
     def is_success(self, data, view: UsbView | None = None) -> bool:
-        ps = view.plug if view is not None else self.plug_state(data)  # success needs the plug only
+        return view.success if view is not None else self._seated(self.plug_state(data))  # the plug only
+
+    def _seated(self, ps: PlugState) -> bool:
         return (ps.depth >= SOCKET_DEPTH - SEATED_TOL and ps.tilt <= AXIS_TOL_RAD
                 and bool(np.all(np.abs(ps.lateral) <= self.clearance + 2e-4)))
 
@@ -347,8 +366,11 @@ class UsbTask(Task):
             held = v.held(obj)
             if self.gripper_opening(data, arm) < 0.004 and not v.fingers_on[obj] and not lifted:
                 out.append(f"{obj}_grasp_missed")
+            first_hold = held and lifted and obj not in memo["grasp_rel"]
+            if not first_hold and obj not in memo["grasp_rel"]:
+                continue  # nothing reads the grasp's relative pose
             rel = np.linalg.inv(self.tool_pose(data, arm)) @ self.object_pose(data, obj)
-            if held and lifted and obj not in memo["grasp_rel"]:
+            if first_hold:
                 memo["grasp_rel"][obj] = rel
             if obj in memo["grasp_rel"]:
                 ref = memo["grasp_rel"][obj]
@@ -386,18 +408,18 @@ class UsbTask(Task):
         low = data.xpos[self.lamp_id][2] < self.table_z + 0.03
         return bool((not in_holder and low) or self._tilt(data, self.lamp_id) > np.deg2rad(60))
 
-    def privileged_state(self, data) -> np.ndarray:
+    def privileged_state(self, data, view: UsbView | None = None) -> np.ndarray:
         """Object poses (strip and lamp free joints, holder) plus the insertion geometry a
         state-only policy would otherwise have to compose from quaternions: the socket mouth
         and axis, the plug tip and axis (world frame), the tip in the socket frame, and the
-        tip's offsets once more at millimetre scale (48 values)."""
+        tip's offsets once more at millimetre scale (48 values). ``view``: this state's, for its plug."""
         parts = []
         for qadr in (self.strip_qadr, self.lamp_qadr):
             parts.append(data.qpos[qadr:qadr + 7])
         parts.append(data.mocap_pos[self.holder_mocap])
         parts.append(data.mocap_quat[self.holder_mocap])
         S, P = self.socket_pose(data), self.plug_pose(data)
-        ps = plug_in_socket(S, P)
+        ps = view.plug if view is not None else plug_in_socket(S, P)
         parts += [S[:3, 3], S[:3, 2], P[:3, 3], P[:3, 2], ps.lateral, [ps.depth]]
         # The same offsets at the insertion's own scale. A policy normalises each input by its
         # spread over the data set (centimetres to decimetres for these offsets), which leaves a
