@@ -144,8 +144,34 @@ def scenario_digest(name: str) -> str:
     return hashlib.sha256("".join(per_step_digests(name)).encode()).hexdigest()
 
 
+PROBE_XML = """<mujoco><option timestep="0.002"/><worldbody><geom type="plane" size="1 1 0.1"/>
+<body pos="0 0 0.3" euler="20 35 10"><freejoint/><geom type="box" size="0.05 0.03 0.02"/></body>
+<body pos="0.02 0 0.5" euler="5 -10 60"><freejoint/><geom type="capsule" size="0.02 0.05"/></body>
+</worldbody></mujoco>"""
+RECORDED_ON = "d31f2bbe09188847"  # platform_probe() where EXPECTED was recorded
+
+
+def platform_probe() -> str:
+    """A digest of floating point that involves none of this project's code: NumPy's vectorised
+    transcendental functions and products (their kernels depend on the CPU's instruction set) and
+    MuJoCo's contact dynamics. Where it differs, the EXPECTED digests cannot be expected to hold."""
+    x = np.linspace(-3.0, 3.0, 4099)
+    m = mujoco.MjModel.from_xml_string(PROBE_XML)
+    d = mujoco.MjData(m)
+    for _ in range(300):
+        mujoco.mj_step(m, d)
+    parts = [np.sin(x), np.cos(x), np.exp(x), np.arctan2(x, 1.3 - x), np.sqrt(np.abs(x)),
+             np.outer(x[:64], x[:64]) @ np.cos(x[:64]), d.qpos, d.qvel]
+    return hashlib.sha256(b"".join(np.ascontiguousarray(p).tobytes() for p in parts)).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_env_act_is_bitwise_what_it_was(name):
+    probe = platform_probe()
+    if probe != RECORDED_ON:
+        pytest.skip(f"this machine's floating point differs from the one the digests were recorded on "
+                    f"(platform probe {probe}, recorded {RECORDED_ON}); tests/test_reproducibility.py still "
+                    "checks that a rerun here is bitwise identical")
     assert scenario_digest(name) == EXPECTED[name]
 
 
@@ -167,6 +193,6 @@ def test_the_usb_scenario_reaches_contacts_and_the_ik_edge_cases():
 if __name__ == "__main__":
     for name in sys.argv[1:] or sorted(SCENARIOS):
         digests = per_step_digests(name)
-        print(name, hashlib.sha256("".join(digests).encode()).hexdigest())
+        print(name, hashlib.sha256("".join(digests).encode()).hexdigest(), "platform probe", platform_probe())
         if len(sys.argv) > 1:
             print("\n".join(digests))
