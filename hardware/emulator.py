@@ -67,6 +67,7 @@ FEEDBACK_PERIOD_S = 0.008
 SETTLED_DEG = 0.01
 SETTLED_DEG_S = 1.0
 DEFAULT_HOSTS = {"left": "127.0.0.1", "right": "127.0.0.2"}
+STOP_COMMANDS = ("resetrobot", "stop", "emergencystop")  # what stops motion (V3 ResetRobot, V4 Stop)
 GRIPPER_LINK_DIR = Path(tempfile.gettempdir()) / "xtrainer-emulator"  # <dir>/gripper_<arm> -> the gripper's pty
 
 
@@ -166,6 +167,8 @@ class ArmEmulator:
         self._threads: list[threading.Thread] = []
         self.commands_seen: list[str] = []  # command texts received (the latest 50-100 k), for tests and demos
         self.servoj_times: collections.deque[float] = collections.deque(maxlen=100_000)  # monotonic receive times
+        self.stop_times: collections.deque[float] = collections.deque(maxlen=100_000)  # ResetRobot/Stop/EmergencyStop
+        self.malformed_times: collections.deque[float] = collections.deque(maxlen=10_000)  # garbled replies sent
         self.packets_sent = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -290,6 +293,7 @@ class ArmEmulator:
             malformed = f.malformed_replies > 0
             if malformed:
                 f.malformed_replies -= 1
+                self.malformed_times.append(time.monotonic())
         data = (b"#%&garbled" + reply[len(reply) // 2:].encode().replace(b";", b"") + b";") if malformed \
             else reply.encode()
         if f.split_replies > 0:
@@ -309,6 +313,8 @@ class ArmEmulator:
         name = item.name.lower()
         if name == "servoj":
             self.servoj_times.append(time.monotonic())
+        elif name in STOP_COMMANDS:
+            self.stop_times.append(time.monotonic())
         motion = dp.is_motion_command(name)
         if self.firmware == "V3" and motion != (kind == "motion"):
             return dp.format_reply(-10000, [], item.text)  # wrong port for this firmware

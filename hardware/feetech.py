@@ -188,10 +188,13 @@ class SerialPort:
         os.close(self.fd)
 
 
+STATUS_TIMEOUT_S = 0.05  # a servo's status packet must arrive within this of the request
+
+
 class FeetechBus:
     """Request/status transactions with the servos on one serial port."""
 
-    def __init__(self, port: SerialPort, timeout_s: float = 0.05, retries: int = 1):
+    def __init__(self, port: SerialPort, timeout_s: float = STATUS_TIMEOUT_S, retries: int = 1):
         self.port, self.timeout_s, self.retries = port, timeout_s, retries
 
     def transact(self, servo_id: int, instruction: int, params: bytes, what: str) -> bytes:

@@ -20,9 +20,11 @@ packets carry a wrong checksum) and :attr:`error_bits` (status error byte, e.g. 
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import threading
+import time
 import tty
 
 from envs.xtrainer import FINGER_TRAVEL_M
@@ -56,6 +58,7 @@ class FeetechServoEmulator:
         self._set(ft.GOAL_POSITION, ft.encode_position(self.position))
         self._apply()  # torque off at power-on: the fingers are unpowered
         self.silent = 0
+        self.silent_times: collections.deque[float] = collections.deque(maxlen=10_000)  # requests left unanswered
         self.corrupt = 0
         self.error_bits = 0
         self.requests: list[ft.Packet] = []
@@ -177,6 +180,7 @@ class FeetechServoEmulator:
                 return None
             if self.silent > 0:
                 self.silent -= 1
+                self.silent_times.append(time.monotonic())
                 return None
             reply = ft.status_packet(self.servo_id, self.error_bits, params)
             if self.corrupt > 0:

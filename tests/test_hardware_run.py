@@ -13,60 +13,38 @@ import pytest
 import envs  # noqa: F401  (before mujoco)
 from envs.dataset import finished_episodes
 from envs.geometry import ARMS
-from envs.xtrainer import CAMERAS, BenchConfig, home_qpos
+from envs.xtrainer import CAMERAS
 from hardware import feetech as ft
 from hardware import run
-from hardware.backend import tool_pose_row
 from hardware.config import EXAMPLE, load_robot_config, make_backend, make_leader, parse_robot_config
 from hardware.dobot_protocol import DASHBOARD_PORT, FEEDBACK_PORT, MOTION_PORT
 from hardware.emulator import DEFAULT_HOSTS, GRIPPER_LINK_DIR, ArmEmulator, XTrainerEmulator
+from hardware.emulated_session import emulated_config as write_emulated_config
+from hardware.emulated_session import save_still_policy
 from hardware.emulator_process import EmulatorProcess
 from hardware.keys import ScriptedKeys
 from hardware.teleop import ScriptedTeleoperator
 
 
-def _save_still_policy(out: Path, **config) -> Path:
-    """A tiny policy that holds the X-Trainer's home pose (action mean = home pose, tiny std)."""
-    import torch
-
-    from flowpro.policies import BuiltinConfig, BuiltinVLA
-
-    home = tool_pose_row(BenchConfig(), {a: home_qpos(a) for a in ARMS}, dict.fromkeys(ARMS, 1.0))
-    cfg = BuiltinConfig(**{"d_model": 32, "n_layers": 1, "n_heads": 2, "chunk_size": 4, "n_action_steps": 2,
-                           "num_inference_steps": 2, **config})
-    policy = BuiltinVLA(cfg)
-    policy.action_norm.set_stats(torch.tensor(home), torch.zeros(20))
-    policy.save(out)
-    return out
 
 
 @pytest.fixture(scope="module")
 def vision_policy(tmp_path_factory):
     """Reads the three cameras at 24x32 (the real bench observes no object poses)."""
-    return _save_still_policy(tmp_path_factory.mktemp("vision") / "policy", cameras=tuple(CAMERAS), image_size=(24, 32),
+    return save_still_policy(tmp_path_factory.mktemp("vision") / "policy", cameras=tuple(CAMERAS), image_size=(24, 32),
                               image_channels=(8, 8, 8), grid=2)
 
 
 @contextlib.contextmanager
 def emulated_config(tmp_path: Path, **overrides):
     """The shipped example config, pointed at emulators on free ports and grippers on their ptys."""
-    bench = EmulatorProcess(XTrainerEmulator, dashboard_port=0, motion_port=0, feedback_port=0, grippers=True).start()
-    emus, servos = bench.arms, bench.grippers
-    for s in servos.values():
-        s.move_by_hand(2400)  # fingers left partly closed
-    try:
-        raw = json.loads(EXAMPLE.read_text())
-        for arm, e in emus.items():
-            raw["arms"][arm].update(dashboard_port=e.ports["dashboard"], motion_port=e.ports["motion"],
-                                    feedback_port=e.ports["feedback"], timeout_s=1.0)
-            raw["leader"]["arms"][arm]["feedback_port"] = e.ports["feedback"]
-            raw["grippers"][arm]["port"] = servos[arm].path
-        raw.update({"task": "reach", "time_limit_s": 0.4, **overrides})
-        path = tmp_path / "robot.json"
-        path.write_text(json.dumps(raw))
+    with EmulatorProcess(XTrainerEmulator, dashboard_port=0, motion_port=0, feedback_port=0, grippers=True) as bench:
+        emus, servos = bench.arms, bench.grippers
+        for s in servos.values():
+            s.move_by_hand(2400)  # fingers left partly closed
+        path = write_emulated_config(tmp_path / "robot.json", bench, **{"task": "reach", "time_limit_s": 0.4,
+                                                                          **overrides})
         yield path, emus, servos
-    finally:
-        bench.close()
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -166,11 +144,11 @@ def test_evaluate_writes_one_json_line_per_rollout(tmp_path, vision_policy):
 
 
 def test_evaluate_refuses_what_the_real_bench_cannot_observe(tmp_path, capsys):
-    state_only = _save_still_policy(tmp_path / "state", use_images=False, cameras=(), env_state_dim=12)
+    state_only = save_still_policy(tmp_path / "state", use_images=False, cameras=(), env_state_dim=12)
     robot = load_robot_config(EXAMPLE)
     with pytest.raises(ValueError, match=r"privileged object poses \(env_state_dim=12\)"):
         run.evaluate_real(robot, state_only, 1, tmp_path / "e.jsonl")
-    top_only = _save_still_policy(tmp_path / "top", cameras=("top",), image_size=(24, 32), image_channels=(8, 8, 8))
+    top_only = save_still_policy(tmp_path / "top", cameras=("top",), image_size=(24, 32), image_channels=(8, 8, 8))
     with pytest.raises(ValueError, match=r"camera\(s\) \['top'\]; configure them under \"cameras\""):
         run.evaluate_real(parse_robot_config({**json.loads(EXAMPLE.read_text()), "cameras": None}), top_only, 1,
                           tmp_path / "e.jsonl")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_hardware_run import _save_still_policy, emulated_config  # the emulated bench of the session tests
+from test_hardware_run import emulated_config  # the emulated bench of the session tests
 
 from envs.record import record
 from envs.xtrainer import CAMERAS
@@ -14,6 +14,7 @@ from flowpro.benches import RealBench, SimulatedBench, make_bench
 from flowpro.finetune import RPROConfig, run_rounds
 from flowpro.train import main as train_main
 from hardware.config import EXAMPLE
+from hardware.emulated_session import save_still_policy
 from hardware.keys import ScriptedKeys
 from hardware.teleop import ScriptedTeleoperator
 
@@ -23,7 +24,7 @@ def vision_base(tmp_path_factory):
     """A tiny three-camera policy (24x32) holding the home pose, and a one-episode D_SFT of the
     same shape (a Reach demonstration recorded in simulation stands in for real demonstrations)."""
     root = tmp_path_factory.mktemp("real_rounds")
-    base = _save_still_policy(root / "base", cameras=tuple(CAMERAS), image_size=(24, 32), image_channels=(8, 8, 8),
+    base = save_still_policy(root / "base", cameras=tuple(CAMERAS), image_size=(24, 32), image_channels=(8, 8, 8),
                               grid=2)
     record("reach", 1, "id", str(root / "demos"), obs_mode="rgb", image_size=(24, 32), progress=False)
     return base, root / "demos"
