@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tests", nargs="*", default=DEFAULT_TESTS)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    record = provenance("stress_hardware_tests.py", argv)  # the tree the runs test, not the one at the end
     busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(args.busy)]
     runs, failures = [], collections.Counter()
     try:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         for p in busy:
             p.kill()
             p.wait()
-    result = {**provenance("stress_hardware_tests.py", argv), "cores": os.cpu_count(), "busy_processes": args.busy,
+    result = {**record, "cores": os.cpu_count(), "busy_processes": args.busy,
               "runs": runs, "failures_per_test": dict(failures.most_common()),
               "runs_with_a_failure": sum(1 for r in runs if r["failed_tests"] or r["exit_code"] != 0)}
     write_result(result, args.out)
