@@ -480,6 +480,40 @@ def encode_feedback(values: Mapping[str, object] | None = None, **fields: object
     return rec.tobytes()
 
 
+@dataclass
+class FeedbackBatch:
+    """What :func:`take_feedback` cut off a stream buffer: the valid packets in order, a
+    :class:`ProtocolError` per rejected one, and how many times it had to resynchronise."""
+
+    packets: list[Feedback] = field(default_factory=list)
+    rejected: list[ProtocolError] = field(default_factory=list)
+    resyncs: int = 0
+
+
+def take_feedback(buf: bytearray, received_s: float = 0.0) -> FeedbackBatch:
+    """Consume every complete 1440-byte packet at the front of a feedback stream buffer (in place).
+
+    A packet without the test value (or a wrong MessageSize) is rejected: 1440 bytes are skipped
+    when it looks aligned (MessageSize 1440 at its start), else the buffer resynchronises on the
+    next :func:`find_packet_start`, or keeps only the last 1439 bytes (the start of a packet still
+    arriving) when there is none. Fewer than 1440 bytes stay in ``buf`` for the next call.
+    """
+    out = FeedbackBatch()
+    while len(buf) >= PACKET_SIZE:
+        try:
+            out.packets.append(decode_feedback(bytes(buf[:PACKET_SIZE]), received_s=received_s))
+            del buf[:PACKET_SIZE]
+        except ProtocolError as e:
+            out.rejected.append(e)
+            if buf[:2] == PACKET_SIZE.to_bytes(2, "little"):
+                del buf[:PACKET_SIZE]
+                continue
+            out.resyncs += 1
+            start = find_packet_start(buf)
+            del buf[:len(buf) - (PACKET_SIZE - 1) if start is None else start]
+    return out
+
+
 def find_packet_start(buf: bytes | bytearray) -> int | None:
     """Offset of the first plausible packet start (MessageSize 1440 and the test value 48 bytes
     later) in a misaligned stream, or None. Used to resynchronise after corrupt bytes."""
