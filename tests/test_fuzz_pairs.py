@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from flowpro.tuples import PairDataError, load_pairs
 from trajectories import random_trajectory
 
-FUZZ = settings(max_examples=60, deadline=3000)
+FUZZ = settings(max_examples=40, deadline=3000)
 COLUMNS = ["observation.state", "action", "pair_id", "role", "index"]
 
 

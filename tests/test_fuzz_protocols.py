@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hardware import dobot_protocol as dp
 from hardware import feetech as ft
 
-FUZZ = settings(max_examples=150, deadline=2000)  # a generous deadline: a hang fails, a busy core does not
-FEW = settings(max_examples=60, deadline=2000)
+FUZZ = settings(max_examples=80, deadline=2000)  # a generous deadline: a hang fails, a busy core does not
+FEW = settings(max_examples=40, deadline=2000)
 
 
 @st.composite
