@@ -132,32 +132,42 @@ class PairTrajectories:
     index_w: np.ndarray
 
 
+class PairDataError(ValueError):
+    """A pair dataset that cannot be trained on: a missing column, a pose that is not finite or
+    not a rotation, a pair without its correction ``tau^w``; the message names which and where."""
+
+
 def check_poses(rows: np.ndarray, what: str, tol: float = 1e-3) -> None:
     """Refuse non-finite pose rows and 6D rotations whose columns are not orthonormal within
-    ``tol``, naming the first bad frame."""
+    ``tol``, naming the first bad frame (:class:`PairDataError`)."""
+    if rows.ndim != 2 or rows.shape[1] != 20:
+        raise PairDataError(f"{what}: rows must be 20-dim poses, got shape {rows.shape}")
     bad = ~np.isfinite(rows).all(1)
     if bad.any():
-        raise ValueError(f"{what}: non-finite values at frame {int(np.flatnonzero(bad)[0])}")
+        raise PairDataError(f"{what}: non-finite values at frame {int(np.flatnonzero(bad)[0])}")
     for arm, c in (("left", 3), ("right", 13)):
         a, b = rows[:, c:c + 3], rows[:, c + 3:c + 6]
         err = np.maximum.reduce([np.abs(np.linalg.norm(a, axis=1) - 1), np.abs(np.linalg.norm(b, axis=1) - 1),
                                  np.abs((a * b).sum(1))])
         if (err > tol).any():
             f = int(np.flatnonzero(err > tol)[0])
-            raise ValueError(f"{what}: the {arm} arm's 6D rotation is not orthonormal at frame {f} "
+            raise PairDataError(f"{what}: the {arm} arm's 6D rotation is not orthonormal at frame {f} "
                              f"(error {err[f]:.2g} > {tol:g})")
 
 
 def split_pairs(pair_id: np.ndarray, role: np.ndarray, states: np.ndarray, actions: np.ndarray) -> list[PairTrajectories]:
     """Cut the frames of a pair dataset (one episode per pair, ``tau^l`` frames before ``tau^w``)
-    into pairs, validating every pose."""
+    into pairs, validating every pose (:class:`PairDataError`)."""
+    unknown = sorted(set(np.unique(role).tolist()) - {SOURCE_L, SOURCE_W})
+    if unknown:
+        raise PairDataError(f"frames with role {unknown!r}: a pair dataset holds only {SOURCE_L!r} and {SOURCE_W!r}")
     pairs = []
     ids, starts = np.unique(pair_id, return_index=True)
     for pid in ids[np.argsort(starts)]:
         idx = np.flatnonzero(pair_id == pid)
         il, iw = idx[role[idx] == SOURCE_L], idx[role[idx] == SOURCE_W]
         if len(iw) == 0:
-            raise ValueError(f"pair {int(pid)} has no tau^w frames")
+            raise PairDataError(f"pair {int(pid)} has no tau^w frames")
         for name, ii in (("tau^l", il), ("tau^w", iw)):
             check_poses(states[ii], f"pair {int(pid)} {name} observation.state")
             # Commanded actions need only be finite: a policy's raw 6D output is orthonormalised
@@ -168,24 +178,50 @@ def split_pairs(pair_id: np.ndarray, role: np.ndarray, states: np.ndarray, actio
 
 
 def load_pairs(root) -> list[PairTrajectories]:
-    """The pairs of a dataset written by :mod:`flowpro.collect` (poses and actions only)."""
+    """The pairs of a dataset written by :mod:`flowpro.collect` (poses and actions only).
+
+    A dataset that is not one raises :class:`PairDataError` (a ``ValueError``) naming what is
+    wrong and where: a missing or unreadable column, poses that are not finite 20-dim rows with
+    orthonormal rotations, a pair without ``tau^w``; no pairs are returned from it then."""
     from pathlib import Path
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from envs.dataset import read_marker
 
     kind = read_marker(root).get("kind")
     if kind not in (None, "preference_pairs"):  # e.g. the frames a fault interrupted (hardware.interrupted)
-        raise ValueError(f"{root} holds {kind!r}, not preference pairs; point at the round's pair dataset")
+        raise PairDataError(f"{root} holds {kind!r}, not preference pairs; point at the round's pair dataset")
     files = sorted(Path(root).glob("data/chunk-*/file-*.parquet"))
     if not files:
         raise FileNotFoundError(f"{root} holds no pair data (no data/chunk-*/file-*.parquet)")
     cols = ["observation.state", "action", "pair_id", "role", "index"]
-    tables = [pq.read_table(f, columns=cols).to_pydict() for f in files]
+    tables = []
+    for f in files:
+        try:
+            names = pq.read_schema(f).names
+            missing = [c for c in cols if c not in names]
+            if missing:
+                raise PairDataError(f"{f}: no column {', '.join(map(repr, missing))} (a pair dataset needs {cols})")
+            tables.append(pq.read_table(f, columns=cols).to_pydict())
+        except (OSError, pa.ArrowException) as e:  # not a parquet file, or a corrupt one
+            raise PairDataError(f"{f}: unreadable: {e}") from e
     get = lambda k: [v for t in tables for v in t[k]]  # noqa: E731
-    order = np.argsort(np.asarray(get("index")))
-    flat = lambda k: np.asarray(get(k))[order].reshape(len(order), -1)  # noqa: E731
-    role = np.asarray([r[0] if isinstance(r, list) else r for r in get("role")])[order]
-    return split_pairs(flat("pair_id")[:, 0], role, flat("observation.state").astype(np.float64),
-                       flat("action").astype(np.float64))
+    if not get("index"):
+        raise PairDataError(f"{root}: the pair data holds no frames")
+
+    def column(k: str, dtype, width: int | None = None) -> np.ndarray:
+        values = [v[0] if isinstance(v, list) and len(v) == 1 and width is None else v for v in get(k)]
+        try:
+            a = np.asarray(values, dtype=dtype)
+        except (TypeError, ValueError) as e:  # ragged rows, nulls, text where numbers belong
+            raise PairDataError(f"{root}: column {k!r}: {e}") from e
+        if a.shape != ((len(values),) if width is None else (len(values), width)):
+            raise PairDataError(f"{root}: column {k!r} has shape {a.shape}, expected "
+                                f"{'one value' if width is None else f'{width} values'} per frame")
+        return a
+
+    order = np.argsort(column("index", np.int64), kind="stable")
+    return split_pairs(column("pair_id", np.int64)[order], column("role", object)[order].astype(str),
+                       column("observation.state", np.float64, 20)[order], column("action", np.float64, 20)[order])

@@ -261,32 +261,16 @@ class FeedbackReader:
                 self.last_error = DobotConnectionError(f"feedback port {self.host}:{self.port}", detail="connection closed")
                 return
             buf += data
-            newest = None
-            while len(buf) >= dp.PACKET_SIZE:
-                try:
-                    newest = dp.decode_feedback(bytes(buf[:dp.PACKET_SIZE]), received_s=time.monotonic())
-                    self.packets += 1
-                    del buf[:dp.PACKET_SIZE]
-                except ProtocolError as e:
-                    self.rejected += 1
-                    self.last_error = e
-                    self._drop_bad_packet(buf)
-            if newest is not None:
+            batch = dp.take_feedback(buf, received_s=time.monotonic())
+            self.packets += len(batch.packets)
+            self.rejected += len(batch.rejected)
+            self.resyncs += batch.resyncs
+            if batch.rejected:
+                self.last_error = batch.rejected[-1]
+            if batch.packets:
                 with self._cond:
-                    self._latest = newest
+                    self._latest = batch.packets[-1]
                     self._cond.notify_all()
-
-    def _drop_bad_packet(self, buf: bytearray) -> None:
-        """Skip a rejected packet: 1440 bytes when it looks aligned, else up to the next packet start."""
-        if buf[:2] == dp.PACKET_SIZE.to_bytes(2, "little"):
-            del buf[:dp.PACKET_SIZE]
-            return
-        self.resyncs += 1
-        start = dp.find_packet_start(buf)
-        if start is None:
-            del buf[:len(buf) - (dp.PACKET_SIZE - 1)]
-        else:
-            del buf[:start]
 
     def close(self) -> None:
         self._stop.set()

@@ -245,6 +245,8 @@ class CommandSplitter:
                 if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self._buf) and len(self._buf) < 64:
                     return out  # a name still arriving
                 nxt = re.compile(r"[A-Za-z][A-Za-z0-9_]*\(").search(self._buf, 1)
+                if nxt is None:  # keep a name that may still be arriving after the garbage
+                    nxt = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}$").search(self._buf, 1)
                 cut = nxt.start() if nxt else len(self._buf)
                 bad, self._buf = self._buf[:cut], self._buf[cut:]
                 out.append(ProtocolError(bad[:60], detail="not a Name(...) command"))
@@ -256,7 +258,10 @@ class CommandSplitter:
                     out.append(ProtocolError(bad[:60], detail="unterminated command"))
                 return out
             text, self._buf = self._buf[:end + 1], self._buf[end + 1:]
-            out.append(parse_command(text))
+            try:
+                out.append(parse_command(text))
+            except ProtocolError as e:  # e.g. ``Name(}``: closed by a brace, not a parenthesis
+                out.append(e)
 
 
 def _closing(buf: str, open_idx: int) -> int | None:
@@ -315,7 +320,7 @@ def format_reply(error_id: int, values: Iterable[object], command_text: str) -> 
     return f"{int(error_id)},{{{inner}}},{command_text};"
 
 
-_REPLY_HEAD = re.compile(r"(-?\d+),\{")
+_REPLY_HEAD = re.compile(r"(-?\d{1,9}),\{")  # ErrorIDs have at most 6 digits; int() refuses > 4300
 
 
 class ReplyParser:
@@ -323,10 +328,12 @@ class ReplyParser:
     replies split across segments, and garbage in between.
 
     :meth:`feed` returns complete :class:`Reply` objects and, for bytes that are not a reply,
-    :class:`ProtocolError` items (the parser resynchronises after the next ``;``).
+    :class:`ProtocolError` items (the parser resynchronises after the next ``;``). A reply holds no
+    ``;``, so one still open at a ``;`` (truncated, or garbage) is reported there and the replies
+    after it are parsed.
     """
 
-    MAX_REPLY = 65536
+    MAX_REPLY = 4096  # each feed rescans the pending reply: this bounds a peer that drips one forever
 
     def __init__(self) -> None:
         self._buf = ""
@@ -355,12 +362,12 @@ class ReplyParser:
         buf = self._buf
         m = _REPLY_HEAD.match(buf)
         if not m:
-            if re.fullmatch(r"-?\d*,?", buf):
+            if re.fullmatch(r"-?\d{0,9},?", buf):
                 return None  # the head is still arriving
             return self._malformed("reply does not start with ErrorID,{")
         close = _closing(buf, m.end() - 1)
         if close is None:
-            return None
+            return self._malformed("';' inside the reply values") if ";" in buf else None
         rest = close + 1
         if rest >= len(buf):
             return None
@@ -373,7 +380,7 @@ class ReplyParser:
             return self._malformed("expected the echoed Name(args)")
         end = _closing(buf, nm.end() - 1)
         if end is None:
-            return None
+            return self._malformed("';' inside the echoed command") if ";" in buf else None
         text = buf[:end + 1]
         self._buf = buf[end + 1:]
         if self._buf.startswith(";"):
@@ -478,6 +485,40 @@ def encode_feedback(values: Mapping[str, object] | None = None, **fields: object
             raise KeyError(f"unknown feedback field {name!r}; known: {', '.join(FEEDBACK_DTYPE.names)}")
         rec[name] = value
     return rec.tobytes()
+
+
+@dataclass
+class FeedbackBatch:
+    """What :func:`take_feedback` cut off a stream buffer: the valid packets in order, a
+    :class:`ProtocolError` per rejected one, and how many times it had to resynchronise."""
+
+    packets: list[Feedback] = field(default_factory=list)
+    rejected: list[ProtocolError] = field(default_factory=list)
+    resyncs: int = 0
+
+
+def take_feedback(buf: bytearray, received_s: float = 0.0) -> FeedbackBatch:
+    """Consume every complete 1440-byte packet at the front of a feedback stream buffer (in place).
+
+    A packet without the test value (or a wrong MessageSize) is rejected: 1440 bytes are skipped
+    when it looks aligned (MessageSize 1440 at its start), else the buffer resynchronises on the
+    next :func:`find_packet_start`, or keeps only the last 1439 bytes (the start of a packet still
+    arriving) when there is none. Fewer than 1440 bytes stay in ``buf`` for the next call.
+    """
+    out = FeedbackBatch()
+    while len(buf) >= PACKET_SIZE:
+        try:
+            out.packets.append(decode_feedback(bytes(buf[:PACKET_SIZE]), received_s=received_s))
+            del buf[:PACKET_SIZE]
+        except ProtocolError as e:
+            out.rejected.append(e)
+            if buf[:2] == PACKET_SIZE.to_bytes(2, "little"):
+                del buf[:PACKET_SIZE]
+                continue
+            out.resyncs += 1
+            start = find_packet_start(buf)
+            del buf[:len(buf) - (PACKET_SIZE - 1) if start is None else start]
+    return out
 
 
 def find_packet_start(buf: bytes | bytearray) -> int | None:

@@ -207,13 +207,17 @@ class FeetechBus:
             if servo_id == BROADCAST_ID:
                 return b""
             try:
-                return self._read_status(servo_id, what)
+                return self._read_status(servo_id, what, echo=packet)
             except (FeetechTimeoutError, FeetechChecksumError) as e:
                 last = e
         assert last is not None
         raise last
 
-    def _read_status(self, servo_id: int, what: str) -> bytes:
+    def _read_status(self, servo_id: int, what: str, echo: bytes = b"") -> bytes:
+        """The parameters of ``servo_id``'s status packet. A half-duplex adapter echoes what was
+        sent: the first packet equal to ``echo`` (the instruction, same ID) is skipped, not read as
+        error bits. (A PING status with error bit 0 alone is byte-identical to the PING echo.)"""
+        echoed = parse_packet(echo)[0] if echo else None
         buf = bytearray()
         deadline = time.monotonic() + self.timeout_s
         while True:
@@ -223,8 +227,11 @@ class FeetechBus:
                 raise FeetechChecksumError(f"servo {servo_id}: {what}: {e.args[0]}") from None
             del buf[:used]
             if packet is not None:
+                if packet == echoed:
+                    echoed = None
+                    continue  # our own instruction, echoed
                 if packet.servo_id != servo_id:
-                    continue  # another servo's status (or our own echo on a half-duplex adapter)
+                    continue  # another servo's status
                 if packet.code != 0:
                     raise FeetechStatusError(servo_id, what, packet.code)
                 return packet.params
