@@ -202,6 +202,13 @@ def selection_record(profile: Profile) -> dict | None:
     return out
 
 
+def demos_root(data: Path, model: str, env_width: int, seed: int) -> Path:
+    """Where the simulated demonstrations go: one set per simulated model (its fingerprint), width of
+    the privileged state and training seed, so a changed bench (e.g. its gripper), state layout or
+    ``--seed`` records anew rather than reusing another set (seed 0 keeps the name it always had)."""
+    return data / f"demos_{model[:10]}_env{env_width}{f'_s{seed}' if seed else ''}"
+
+
 def _model_and_state_width(task: str) -> tuple[str, int]:
     """The compiled scene's fingerprint (cached expert results are valid for this model only) and
     the width of its privileged state (demonstrations are valid for this model and layout only)."""
@@ -492,9 +499,7 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
         t = stage(2, f"SFT demonstrations: {demos} (real, given)")
         results["demos"] = {"root": str(demos), "episodes": finished_episodes(demos)}
     else:
-        # One demonstration set per simulated model and observation layout: a changed bench (e.g.
-        # its gripper) or privileged state records anew.
-        demos = data / f"demos_{model[:10]}_env{env_width}"
+        demos = demos_root(data, model, env_width, args.seed)
         t = stage(2, f"SFT demonstrations -> {demos} ({profile.demos} episodes, resumable)")
         results["demos"] = record(task, profile.demos, "id", demos, seed=args.seed)
     results["stage_seconds"]["demos"] = round(time.perf_counter() - t, 1)

@@ -174,3 +174,12 @@ def test_the_default_profile_runs_and_reports_the_protocol_values_it_chose_on_tu
     text = "\n".join(_selection_section({"selection": selection_record(profile)}))
     assert "sft_share" in text and "[5000, 5100)" in text and "fifth diagnosis" in text
     assert selection_record(PROFILES["smoke"]) is None
+
+
+def test_each_training_seed_records_its_own_demonstrations(tmp_path):
+    """A run from --seed 1 next to one from seed 0 must not silently train on seed 0's episodes."""
+    from benchmarks.run import demos_root
+
+    roots = {s: demos_root(tmp_path, "e9ad089f5d0123", 48, s) for s in (0, 1, 2)}
+    assert roots[0] == tmp_path / "demos_e9ad089f5d_env48"  # the name runs before this change used
+    assert len(set(roots.values())) == 3 and roots[1].name.endswith("_s1")
