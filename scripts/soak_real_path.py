@@ -105,7 +105,17 @@ def injector(bench: EmulatorProcess, events: list, stop: threading.Event, rng: r
             bench.arms[event["arm"]].faults.feedback_paused = False
 
 
-def stop_latencies(bench: EmulatorProcess, events: list[dict], session_ends: list[float], servo_t_s: float,
+def emulator_logs(bench: EmulatorProcess) -> dict[str, dict[str, np.ndarray]]:
+    """The emulator's own receive logs (monotonic s), per arm: stops, ServoJ commands, garbled
+    replies sent, servo requests left unanswered."""
+    arms = ("left", "right")
+    return {"stop": {a: np.array(bench.arms[a].stop_times) for a in arms},
+            "servoj": {a: np.array(bench.arms[a].servoj_times) for a in arms},
+            "malformed": {a: np.array(bench.arms[a].malformed_times) for a in arms},
+            "silent": {a: np.array(bench.grippers[a].silent_times) for a in arms}}
+
+
+def stop_latencies(logs: dict, events: list[dict], session_ends: list[float], servo_t_s: float,
                    bus_timeout_s: float) -> list[dict]:
     """For each fault, from the emulator's own logs: when it showed (a garbled reply sent; a servo
     timeout ``bus_timeout_s`` after the last request left unanswered; stale feedback after the 100 ms
@@ -114,12 +124,9 @@ def stop_latencies(bench: EmulatorProcess, events: list[dict], session_ends: lis
     stop it received, or the end of the last ServoJ segment (``servo_t_s`` long) it received before
     that stop and before the session ended (a controller whose commands stop holds its target; the
     next session's homing is a new command)."""
-    arms = {arm: bench.arms[arm] for arm in ("left", "right")}
-    stops = {arm: np.array(a.stop_times) for arm, a in arms.items()}
-    servoj = {arm: np.array(a.servoj_times) for arm, a in arms.items()}
+    stops, servoj, shown = logs["stop"], logs["servoj"], {"malformed_reply": logs["malformed"],
+                                                          "servo_timeout": logs["silent"]}
     every_servoj = np.concatenate(list(servoj.values()))
-    shown = {"malformed_reply": {arm: np.array(a.malformed_times) for arm, a in arms.items()},
-             "servo_timeout": {arm: np.array(bench.grippers[arm].silent_times) for arm in arms}}
     out = []
     for i, e in enumerate(events):
         until = events[i + 1]["t"] if i + 1 < len(events) else np.inf
@@ -127,10 +134,13 @@ def stop_latencies(bench: EmulatorProcess, events: list[dict], session_ends: lis
         if e["kind"] in shown:  # it shows when the client next talks to that controller or servo
             log = shown[e["kind"]][e["arm"]]
             log = log[(log >= e["t"]) & (log < until)]
-            at = None if not len(log) else float(log[0] if e["kind"] == "malformed_reply" else log[-1] + bus_timeout_s)
+            if e["kind"] == "malformed_reply":
+                at = float(log[0]) if len(log) else None
+            else:  # the bus gives up after a request and its retry go unanswered (FeetechBus.retries = 1)
+                at = float(log[1]) + bus_timeout_s if len(log) >= 2 else None
         moving = bool(np.any((every_servoj >= e["t"] - 0.1) & (every_servoj <= e["t"])))
         ended = {}
-        for arm in arms:
+        for arm in ("left", "right"):
             if at is None:
                 ended[arm] = None
                 continue
@@ -153,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="directory for the pairs (default: a temporary one)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--raw", default=None, help="an .npz of the emulator's logs and the fault schedule")
     args = ap.parse_args(argv)
     record = provenance("soak_real_path.py", argv)
     rng = random.Random(args.seed)
@@ -201,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
             stop.set()
             timer.cancel()
             thread.join()
-        latencies = stop_latencies(bench, events, session_ends,
+        logs = emulator_logs(bench)
+        latencies = stop_latencies(logs, events, session_ends,
                                    1.0 / load_robot_config(config).control_hz, STATUS_TIMEOUT_S)
     pairs = load_pairs(root) if finished_episodes(root) else []
     log_path = interrupted_dir(root) / "log.jsonl"
@@ -246,6 +258,11 @@ def main(argv: list[str] | None = None) -> dict:
                    for e in latencies],
         "session_log": sessions, "memory_samples": memory,
     }
+    if args.raw:  # everything the figures above are computed from, to recompute them offline
+        np.savez_compressed(args.raw, t0=t0, session_ends=np.array(session_ends),
+                            fault_t=np.array([e["t"] for e in events]), fault_kind=np.array([e["kind"] for e in events]),
+                            fault_arm=np.array([e["arm"] for e in events]),
+                            **{f"{k}_{a}": v for k, per_arm in logs.items() for a, v in per_arm.items()})
     write_result(result, args.out, shown={k: v for k, v in result.items()
                                           if k not in ("events", "session_log", "memory_samples")})
     return result
