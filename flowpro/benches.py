@@ -6,7 +6,7 @@ else (tuples, buffers, fine-tuning, resuming) the same way on either:
 
 - :class:`SimulatedBench`: the scripted oracle collects in parallel rollouts
   (:func:`flowpro.collect.collect`), evaluation runs on the task's ID/OOD scenes
-  (:func:`benchmarks.evaluate.evaluate`).
+  (:func:`flowpro.rollout.evaluate`).
 - :class:`RealBench`: a human operator collects on the robot (:func:`hardware.run.collect_real`:
   keys to intervene and choose the rollback, the leader arms for the correction) and marks each
   evaluation rollout's success (:func:`hardware.run.evaluate_real`). The split of a real
@@ -53,7 +53,7 @@ class SimulatedBench:
                  workers: int | None = None, seed: int | None = None) -> list[dict]:
         """``rollouts`` rollouts on seeds ``seed, seed + 1, ...`` (default ``EVAL_SEED``, the test scenes;
         ``record`` is for real sessions)."""
-        from benchmarks.evaluate import EVAL_SEED, evaluate
+        from flowpro.rollout import EVAL_SEED, evaluate
 
         first = EVAL_SEED if seed is None else seed
         return evaluate(task, policy_dir, list(range(first, first + rollouts)), split, workers)
@@ -108,7 +108,7 @@ class RealBench:
                  workers: int | None = None, seed: int | None = None) -> list[dict]:
         """``rollouts`` rollouts (seeds ``seed, ...``, default ``EVAL_SEED``, seed the policy's noise), each
         appended to ``record`` (JSON lines) as it ends, so an interrupted evaluation continues where it stopped."""
-        from benchmarks.evaluate import EVAL_SEED
+        from flowpro.rollout import EVAL_SEED
         from hardware.run import evaluate_real
 
         print(f"[bench] evaluating {policy_dir}: {rollouts} rollout(s) of split {split!r}; set up "
@@ -134,7 +134,7 @@ class RealBench:
 
     def _open(self, task: str, policy_dir: str | Path) -> dict[str, Any]:
         """``backend`` and ``keys`` for :mod:`hardware.run`'s sessions, connected on first use."""
-        from benchmarks.evaluate import resolve_policy_dir
+        from flowpro.rollout import resolve_policy_dir
         from envs.tasks import get_task
         from hardware.run import bench_session
 

@@ -171,7 +171,7 @@ _WORKER: dict[str, Any] = {}
 def _collect_seed(task: str, split: str, policy_dir: str, operator_kwargs: dict, n_action_steps: int | None,
                   pictures_for: int, seed: int) -> dict:
     """One supervised rollout in a worker process; pairs come back as plain data."""
-    from benchmarks.evaluate import PolicyRunner, worker_env_policy
+    from flowpro.rollout import PolicyRunner, worker_env_policy
 
     env, policy = worker_env_policy(_WORKER, task, split, policy_dir, privileged_obs=True)
     if _WORKER.get("operator_kwargs") != operator_kwargs:
@@ -189,7 +189,7 @@ def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: s
     """Collect until ``root`` holds ``pairs`` corrected pairs, or ``max_rollouts`` rollouts of
     this session (default ``20 * pairs``) have run (a policy that no longer fails gives no pairs);
     returns a summary of this session."""
-    from benchmarks.evaluate import resolve_policy_dir
+    from flowpro.rollout import resolve_policy_dir
     from flowpro.policies import FlowPolicy
 
     get_task(task)

@@ -70,7 +70,7 @@ class RPROConfig:
     eval_rollouts: int = 50  # per split, after every round (0: no evaluation)
     round_eval_rollouts: int | None = None  # after the rounds before the last (default: eval_rollouts)
     eval_splits: str = "id,ood"
-    eval_seed: int = 1000  # rollout i of an evaluation uses eval_seed + i: benchmarks.evaluate.EVAL_SEED, the test
+    eval_seed: int = 1000  # rollout i of an evaluation uses eval_seed + i: flowpro.rollout.EVAL_SEED, the test
     #                        scenes, unless a hyperparameter sweep evaluates on its tuning scenes (benchmarks/sweep.py)
     handback: str = "completion"
     stall_s: float = 8.0  # the oracle's patience without stage progress
@@ -411,8 +411,8 @@ def run_rounds(cfg: RPROConfig, progress: bool = True, bench: SimulatedBench | R
 
 
 def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bool) -> dict:
-    from benchmarks.evaluate import resolve_policy_dir
-    from envs.expert_eval import summarize
+    from flowpro.rollout import resolve_policy_dir
+    from envs.summary import summarize
 
     out = Path(cfg.out)
     base_dir = resolve_policy_dir(cfg.base)
