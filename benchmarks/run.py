@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import envs  # noqa: F401
+import baselines  # noqa: F401  (the baselines register their methods: flowpro.methods)
 from benchmarks.evaluate import EVAL_SEED, resolve_policy_dir
 from envs.dataset import finished_episodes, read_marker
 from envs.expert_eval import run_episodes, summarize
