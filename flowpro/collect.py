@@ -350,13 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                   "serial ports and calibration, the cameras and the leader arms (see hardware/xtrainer.example.json)",
                   file=sys.stderr)
             return 2
-        from hardware.config import load_robot_config
-        from hardware.run import BENCH_ERRORS, collect_real
+        from flowpro.benches import bench_class
 
-        return run_recording_command(
-            lambda: collect_real(load_robot_config(args.robot_config), args.policy, args.pairs, args.round_k,
-                                 args.root, task=args.task, seed=args.seed, n_action_steps=args.n_action_steps),
-            args.root, "pairs", faults=BENCH_ERRORS)
+        return bench_class(args.backend).collect_command(args)  # hardware.bench.RealBench
     kwargs = {"handback": args.handback, "margin_steps": tuple(args.margin), "max_back": args.max_back,
               "stall_s": args.stall, "persist_s": args.persist}
     return run_recording_command(

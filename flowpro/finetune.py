@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from envs.dataset import finished_episodes
 from envs.tasks import check_split
-from flowpro.benches import RealBench, SimulatedBench, make_bench
+from flowpro.benches import Bench, bench_class, make_bench
 from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
 from flowpro.losses import get_loss
 from flowpro.methods import (Method, get_method, preference_losses,  # noqa: F401  (importable from here too)
@@ -145,18 +145,7 @@ class RPROConfig:
             raise ValueError(f"need rounds >= 1 and steps >= 1, got {self.rounds}, {self.steps}")
         for split in self.eval_splits.split(","):
             check_split(split)  # on the real bench too, where the split labels the scenes set up
-        if self.backend not in ("sim", "real"):
-            raise ValueError(f"backend must be 'sim' or 'real', got {self.backend!r}")
-        if self.backend == "sim" and self.robot_config is not None:
-            raise ValueError("robot_config is for backend 'real' (pass --backend real to run on the X-Trainer)")
-        if self.backend == "real":
-            if not self.robot_config:
-                raise ValueError("backend 'real' needs robot_config: the X-Trainer's configuration file (the arms' "
-                                 "addresses, the grippers' serial ports and calibration, the cameras and the leader "
-                                 "arms; see hardware/xtrainer.example.json)")
-            from hardware.config import load_robot_config
-
-            load_robot_config(self.robot_config)  # names every missing or invalid field
+        bench_class(self.backend).check(self)  # backend sim: no robot_config; real: a valid one
 
 
 class RewardHacking(RuntimeError):
@@ -299,7 +288,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def run_rounds(cfg: RPROConfig, progress: bool = True, bench: SimulatedBench | RealBench | None = None) -> dict:
+def run_rounds(cfg: RPROConfig, progress: bool = True, bench: Bench | None = None) -> dict:
     """Paper Algorithm 2: ``cfg.rounds`` rounds of collect -> tuples -> fine-tune -> evaluate, on
     ``bench`` (default: the bench of ``cfg.backend``, opened and closed here)."""
     cfg.validate()
@@ -311,7 +300,7 @@ def run_rounds(cfg: RPROConfig, progress: bool = True, bench: SimulatedBench | R
         return _run_rounds(cfg, bench, progress)
 
 
-def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bool) -> dict:
+def _run_rounds(cfg: RPROConfig, bench: Bench, progress: bool) -> dict:
     from flowpro.rollout import resolve_policy_dir
     from envs.summary import summarize
 

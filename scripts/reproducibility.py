@@ -12,7 +12,7 @@ that change which kernels torch (``ATEN_CPU_CAPABILITY``), oneDNN (``ONEDNN_MAX_
 each it counts the rollouts whose outcome, result dict or trajectory differ from the default and
 how far the first predicted chunk moves. ``--setting NAME=VAR=VALUE[,VAR=VALUE]`` adds a setting.
 
-The traced rollout below is ``benchmarks.evaluate._rollout_one`` plus a record of what the policy
+The traced rollout below is ``flowpro.rollout._rollout_one`` plus a record of what the policy
 predicted and the arms executed; it shares that module's per-worker cache, so a worker keeps its
 environment and policy across seeds exactly as in ``evaluate``.
 """

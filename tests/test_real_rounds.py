@@ -10,9 +10,10 @@ from test_hardware_run import _save_still_policy, emulated_config  # the emulate
 
 from envs.record import record
 from envs.xtrainer import CAMERAS
-from flowpro.benches import RealBench, SimulatedBench, make_bench
+from flowpro.benches import SimulatedBench, make_bench
 from flowpro.finetune import RPROConfig, run_rounds
 from flowpro.train import main as train_main
+from hardware.bench import RealBench
 from hardware.config import EXAMPLE
 from hardware.keys import ScriptedKeys
 from hardware.teleop import ScriptedTeleoperator
