@@ -79,7 +79,7 @@ def traced_rollout(task: str, split: str, policy_dir: str, torch_threads: int | 
     """One rollout as ``evaluate`` runs it, with its executed actions, chunks and the worker's state."""
     import torch
 
-    from benchmarks.evaluate import _WORKER, PolicyRunner, worker_env_policy
+    from flowpro.rollout import _WORKER, PolicyRunner, worker_env_policy
     from envs.rollout import rollout
 
     env, policy = worker_env_policy(_WORKER, task, split, policy_dir)
