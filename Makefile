@@ -16,6 +16,7 @@ benchmark: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.run --task usb
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports  # the one-way layers of pyproject.toml [tool.importlinter]
 	$(VENV)/bin/python -m pytest -q
 
 perf: $(STAMP)

@@ -1,6 +1,7 @@
 """Baselines on the FlowPRO data-collection protocol (SPEC §4): same SFT checkpoint, same rounds,
 oracle, schedule and evaluation as FlowPRO (:mod:`flowpro.finetune`); only the training data of a
-round and the loss differ. Each baseline is a :class:`flowpro.finetune.Method`.
+round and the loss differ. Each baseline is a :class:`flowpro.methods.Method`,
+registered under its name when this package is imported (:func:`flowpro.methods.register_method`).
 
 - ``dagger``: positives (corrections) merged into ``D_SFT``, behaviour cloning on the aggregate.
 - ``dagger_buffered``: the same BC loss on positives only, with FlowPRO's buffers and ratios.

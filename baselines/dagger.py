@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowpro.finetune import Method
+from flowpro.methods import Method, register_method
 from flowpro.mixing import CURRENT, PREVIOUS, SFT
 from flowpro.tuples import SOURCE_W
 
@@ -37,8 +37,8 @@ def bc_loss(policy, batch: dict[str, Any], generator: torch.Generator) -> tuple[
     return loss, {"loss": float(loss.detach()), "sft": float(loss.detach())}
 
 
+@register_method("dagger")
 class DAgger(Method):
-    name = "dagger"
     uses_reference = False
 
     def buffers(self, current, previous, sft):
@@ -52,9 +52,8 @@ class DAgger(Method):
         return loss, stats, ({"sft": loss} if log_terms else {})
 
 
+@register_method("dagger_buffered")
 class DAggerBuffered(DAgger):
-    name = "dagger_buffered"
-
     def buffers(self, current, previous, sft):
         out = {CURRENT: positives(current), SFT: sft}
         if previous:

@@ -17,7 +17,7 @@ import torch
 
 from baselines.dagger import bc_loss
 from flowpro.data import ACTION_L
-from flowpro.finetune import Method
+from flowpro.methods import Method, register_method
 from flowpro.policies.base import ACTION, CONDITION, FlowPolicy
 from flowpro.tuples import SOURCE_L
 
@@ -61,8 +61,8 @@ class IndicatorView(torch.utils.data.Dataset):
         return x
 
 
+@register_method("pi06star")
 class Pi06Star(Method):
-    name = "pi06star"
     uses_reference = False
 
     def prepare(self, policy):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from flowpro.data import ACTION_L
-from flowpro.finetune import Method
+from flowpro.methods import Method, register_method
 from flowpro.losses import loss_terms, pro_loss
 from flowpro.mixing import CURRENT, PREVIOUS, round_ratios
 from flowpro.policies.base import ACTION
@@ -61,8 +61,8 @@ class TrajectoryPairs(torch.utils.data.Dataset):
         return out
 
 
+@register_method("tpo")
 class TPO(Method):
-    name = "tpo"
 
     @property
     def items_per_batch(self) -> int:

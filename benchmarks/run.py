@@ -19,7 +19,7 @@ Stages (each cached by content under ``--data``/``--runs``, so a second or crash
    times) and ``<out>/report.md`` with its plots, recomputed from ``results.json`` alone.
 
 ``--backend real`` runs the same stages on the X-Trainer of ``--robot-config`` with a human
-operator (:class:`flowpro.benches.RealBench`): a real bench has no scripted expert, so stage 1 is
+operator (:class:`hardware.bench.RealBench`): a real bench has no scripted expert, so stage 1 is
 skipped and the demonstrations are given (``--demos``, a LeRobotDataset recorded on the bench);
 the SFT base is given (``--base``) or trained from them (a vision policy at their image size).
 Every evaluation rollout is real (the operator sets up ID or OOD scenes and marks success) and the
@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import envs  # noqa: F401
+import baselines  # noqa: F401  (the baselines register their methods: flowpro.methods)
 from benchmarks.evaluate import EVAL_SEED, resolve_policy_dir
 from envs.dataset import finished_episodes, read_marker
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
 from envs.tasks import TASKS, get_task
-from flowpro.benches import BenchStopped, RealBench, SimulatedBench
+from flowpro.benches import Bench, BenchStopped, open_bench
 from flowpro.train import POLICY_PRESETS, SFTConfig, train_sft
 
 if TYPE_CHECKING:
@@ -308,7 +309,7 @@ def _real_problems(args: argparse.Namespace) -> list[str]:
 
 
 def method_config(task: str, method: str, loss: str, seed: int, base: Path, demos: Path, runs: Path,
-                  profile: Profile, rounds: int, bench: SimulatedBench | RealBench) -> RPROConfig:
+                  profile: Profile, rounds: int, bench: Bench) -> RPROConfig:
     """The run configuration of one method for one seed under ``profile``; its ``out`` under ``runs``
     names the configuration, so a rerun with the same settings resumes it."""
     from flowpro.finetune import RPROConfig
@@ -327,7 +328,7 @@ def method_config(task: str, method: str, loss: str, seed: int, base: Path, demo
 
 
 def _run_method(task: str, method: str, loss: str, seed: int, base: Path, demos: Path, runs: Path, profile: Profile,
-                rounds: int, bench: SimulatedBench | RealBench) -> dict:
+                rounds: int, bench: Bench) -> dict:
     """One method (``flowpro`` with ``loss``, or a baseline) for one seed: the FlowPRO rounds on
     ``bench``, cached by configuration, ID evaluated after every round and OOD after the last."""
     from flowpro.finetune import run_rounds
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
     if selection is not None:
         results["selection"] = selection
     out.mkdir(parents=True, exist_ok=True)
-    bench = RealBench(args.robot_config, keys=keys, teleop=teleop) if args.backend == "real" else SimulatedBench()
+    bench = open_bench(args.backend, args.robot_config, keys=keys, teleop=teleop)
     try:
         with bench:
             _stages(args, task, methods, profile, seeds, rounds, out, data, runs, results, bench)
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
 
 
 def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Profile, seeds: int, rounds: int,
-            out: Path, data: Path, runs: Path, results: dict, bench: SimulatedBench | RealBench) -> None:
+            out: Path, data: Path, runs: Path, results: dict, bench: Bench) -> None:
     """The benchmark's stages on ``bench``; ``<out>/results.json`` and the report at the end."""
     results_file = out / "results.json"
     real = args.backend == "real"

@@ -30,12 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Literal
 
 import numpy as np
 from scipy import optimize, stats
 from statsmodels.stats.power import NormalIndPower
+
+from envs.summary import _check_alpha, _is_int, wilson_interval
 
 __all__ = [
     "CMHResult",
@@ -56,34 +58,8 @@ __all__ = [
 ]
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, bool)
-
-
-def _check_alpha(alpha: float) -> None:
-    if not isinstance(alpha, Real) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-
-
 # --------------------------------------------------------------------------- Wilson
-
-
-def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Two-sided ``1 - alpha`` Wilson score interval for ``successes`` out of ``n``."""
-    if not _is_int(successes) or not _is_int(n):
-        raise ValueError(f"successes and n must be integers, got successes={successes!r}, n={n!r}")
-    if n <= 0:
-        raise ValueError(f"Wilson interval needs n >= 1 trials, got n={n}")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in [0, n], got successes={successes}, n={n}")
-    _check_alpha(alpha)
-
-    z = float(stats.norm.isf(alpha / 2))
-    p = successes / n
-    z2n = z * z / n
-    center = (p + z2n / 2) / (1 + z2n)
-    half = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n)) / (1 + z2n)
-    return max(0.0, center - half), min(1.0, center + half)
+# One implementation for the episode summaries and the report: envs.summary.wilson_interval.
 
 
 # --------------------------------------------------------------------------- CMH

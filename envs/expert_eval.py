@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from functools import partial
 
 import envs  # noqa: F401
 from envs.rollout import parallel_map
+from envs.summary import summarize
 from envs.tasks import TASKS, check_split, get_task
 
 _ENVS: dict = {}
@@ -33,26 +33,6 @@ def _episode(task: str, split: str, seed: int) -> dict:
 def run_episodes(task: str, split: str, seeds: list[int], workers: int | None = None) -> list[dict]:
     """Expert episodes over ``seeds``, in parallel over the machine's cores."""
     return parallel_map(partial(_episode, task, split), seeds, workers)
-
-
-def summarize(results: list[dict]) -> dict:
-    from statsmodels.stats.proportion import proportion_confint
-
-    n = len(results)
-    k = sum(r["success"] for r in results)
-    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
-    times = [r["completion_time_s"] for r in results if r["success"]]
-    fails = Counter(kind for r in results for kind in r["failures_seen"])
-    return {
-        "episodes": n,
-        "successes": k,
-        "success_rate": k / n,
-        "wilson95": [round(lo, 4), round(hi, 4)],
-        "mean_completion_time_s": round(sum(times) / len(times), 3) if times else None,
-        "failures": dict(sorted(fails.items())),
-        "terminated_by": dict(Counter(r["terminated_by"] for r in results)),
-        "reached_stage": dict(Counter(s for r in results for s in r.get("stages_seen", []))),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

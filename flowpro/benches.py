@@ -1,31 +1,33 @@
 """Where the FlowPRO rounds run: in simulation or on the real X-Trainer (SPEC §1, §8).
 
 A round collects intervention-and-rollback pairs with the current policy and evaluates the
-fine-tuned one; :func:`flowpro.finetune.run_rounds` asks a bench for both and does everything
-else (tuples, buffers, fine-tuning, resuming) the same way on either:
+fine-tuned one; :func:`flowpro.finetune.run_rounds` asks a :class:`Bench` for both and does
+everything else (tuples, buffers, fine-tuning, resuming) the same way on either:
 
-- :class:`SimulatedBench`: the scripted oracle collects in parallel rollouts
+- :class:`SimulatedBench` (here): the scripted oracle collects in parallel rollouts
   (:func:`flowpro.collect.collect`), evaluation runs on the task's ID/OOD scenes
-  (:func:`benchmarks.evaluate.evaluate`).
-- :class:`RealBench`: a human operator collects on the robot (:func:`hardware.run.collect_real`:
-  keys to intervene and choose the rollback, the leader arms for the correction) and marks each
-  evaluation rollout's success (:func:`hardware.run.evaluate_real`). The split of a real
-  evaluation is a label: the operator sets up in- or out-of-distribution scenes.
+  (:func:`flowpro.rollout.evaluate`).
+- :class:`hardware.bench.RealBench`: a human operator on the robot. It lives in :mod:`hardware`
+  and registers as backend ``"real"`` (:func:`register_bench`); :mod:`flowpro` knows it only
+  through the :class:`Bench` protocol.
+
+:func:`open_bench` is the one factory: the CLIs pass the backend they were given (``--backend``)
+and it returns the bench registered under that name.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+
+from flowpro.plugins import load_plugins
 
 if TYPE_CHECKING:
     from flowpro.finetune import RPROConfig
-    from hardware.keys import KeySource
-    from hardware.teleop import JointTeleoperator
 
 
 class BenchStopped(RuntimeError):
@@ -33,14 +35,72 @@ class BenchStopped(RuntimeError):
     faulted); what was finished is on disk and rerunning the same command continues."""
 
 
+class Bench(Protocol):
+    """What the rounds need of a bench: collect a round's pairs, evaluate a policy, close."""
+
+    backend: str  # the name it is registered under (RPROConfig.backend, --backend)
+    robot_config: str | None  # the robot configuration file of a real bench
+
+    @classmethod
+    def check(cls, cfg: RPROConfig) -> None:
+        """Raise ``ValueError`` if ``cfg``'s bench settings do not fit this bench (before anything runs)."""
+
+    def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict: ...
+
+    def evaluate(self, task: str, policy_dir: str | Path, split: str, rollouts: int, record: Path,
+                 workers: int | None = None, seed: int | None = None) -> list[dict]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+BENCHES: dict[str, Callable[..., Bench]] = {}
+B = TypeVar("B")
+
+
+def register_bench(backend: str) -> Callable[[type[B]], type[B]]:
+    """Class decorator: the bench of ``--backend backend``, built as ``cls(robot_config=..., progress=...,
+    keys=..., teleop=...)`` by :func:`open_bench`."""
+
+    def register(cls: type[B]) -> type[B]:
+        cls.backend = backend
+        BENCHES[backend] = cls
+        return cls
+
+    return register
+
+
+def bench_class(backend: str) -> Any:
+    """The bench registered as ``backend`` (the real one registers when :mod:`hardware.bench` is imported)."""
+    if backend not in BENCHES:
+        load_plugins("benches")
+    if backend not in BENCHES:
+        raise ValueError(f"backend must be {' or '.join(repr(b) for b in BENCHES)}, got {backend!r}")
+    return BENCHES[backend]
+
+
+def open_bench(backend: str, robot_config: str | Path | None = None, progress: bool = True, **kwargs: Any) -> Bench:
+    """The bench of ``backend``; ``kwargs`` (a real bench's ``keys`` and ``teleop``: the keyboard and the
+    leader arms replaced, for tests and other front ends) go to the bench that takes them."""
+    return bench_class(backend)(robot_config=robot_config, progress=progress, **kwargs)
+
+
+@register_bench("sim")
 class SimulatedBench:
     """The simulator: the oracle collects, evaluation rollouts run in parallel."""
 
-    backend = "sim"
     robot_config = None
 
-    def __init__(self, progress: bool = True):
+    def __init__(self, progress: bool = True, *, robot_config: None = None, **_: Any):
         self.progress = progress
+
+    @classmethod
+    def check(cls, cfg: RPROConfig) -> None:
+        if cfg.robot_config is not None:
+            raise ValueError("robot_config is for backend 'real' (pass --backend real to run on the X-Trainer)")
 
     def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict:
         from flowpro.collect import collect
@@ -53,7 +113,7 @@ class SimulatedBench:
                  workers: int | None = None, seed: int | None = None) -> list[dict]:
         """``rollouts`` rollouts on seeds ``seed, seed + 1, ...`` (default ``EVAL_SEED``, the test scenes;
         ``record`` is for real sessions)."""
-        from benchmarks.evaluate import EVAL_SEED, evaluate
+        from flowpro.rollout import EVAL_SEED, evaluate
 
         first = EVAL_SEED if seed is None else seed
         return evaluate(task, policy_dir, list(range(first, first + rollouts)), split, workers)
@@ -68,104 +128,6 @@ class SimulatedBench:
         self.close()
 
 
-class RealBench:
-    """The real X-Trainer of a robot configuration file, driven by a human operator.
-
-    One connection to the robot and one keyboard (with the space bar as emergency stop) serve
-    every session of a run: collecting, evaluating, and the rounds and methods in between. They
-    open at the first session, so a rerun of finished rounds never connects, and stay open while
-    a policy fine-tunes, the arms paused at home (two stdin readers would split the operator's
-    keys between them). ``keys`` and ``teleop`` replace the keyboard and the leader arms (tests,
-    other front ends)."""
-
-    backend = "real"
-
-    def __init__(self, robot_config: str | Path, *, keys: KeySource | None = None,
-                 teleop: JointTeleoperator | None = None):
-        from hardware.config import load_robot_config
-
-        self.robot_config = str(robot_config)
-        self.robot = load_robot_config(robot_config)
-        self.keys, self.teleop = keys, teleop
-        self._stack = contextlib.ExitStack()
-        self._session: tuple[Any, Any, tuple[int, int] | None] | None = None  # backend, keys, image size
-
-    def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict:
-        from hardware.run import collect_real
-
-        pairs = cfg.pairs_in_round(round_k)
-        max_rollouts = 20 * pairs  # as in simulation: a policy that no longer fails gives no pairs
-        with self._faults():
-            out = collect_real(self.robot, policy_dir, pairs, round_k, root, task=cfg.task,
-                               seed=cfg.collection_seed(round_k), teleop=self.teleop, max_rollouts=max_rollouts,
-                               **self._open(cfg.task, policy_dir))
-        if out["pairs"] < pairs and out.get("rollouts", 0) < max_rollouts:
-            raise BenchStopped(f"the operator ended the session with {out['pairs']} of {pairs} pairs in {root}; "
-                               "run the same command again to continue")
-        return out
-
-    def evaluate(self, task: str, policy_dir: str | Path, split: str, rollouts: int, record: Path,
-                 workers: int | None = None, seed: int | None = None) -> list[dict]:
-        """``rollouts`` rollouts (seeds ``seed, ...``, default ``EVAL_SEED``, seed the policy's noise), each
-        appended to ``record`` (JSON lines) as it ends, so an interrupted evaluation continues where it stopped."""
-        from benchmarks.evaluate import EVAL_SEED
-        from hardware.run import evaluate_real
-
-        print(f"[bench] evaluating {policy_dir}: {rollouts} rollout(s) of split {split!r}; set up "
-              f"{'out-of-distribution' if split == 'ood' else 'in-distribution'} scenes", file=sys.stderr, flush=True)
-        with self._faults():
-            results = evaluate_real(self.robot, policy_dir, rollouts, record, task=task,
-                                    seed=EVAL_SEED if seed is None else seed,
-                                    **self._open(task, policy_dir))
-        if len(results) < rollouts:
-            raise BenchStopped(f"the operator ended the session with {len(results)} of {rollouts} rollouts in "
-                               f"{record}; run the same command again to continue")
-        return results[:rollouts]
-
-    def close(self) -> None:
-        self._stack.close()
-        self._session = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _open(self, task: str, policy_dir: str | Path) -> dict[str, Any]:
-        """``backend`` and ``keys`` for :mod:`hardware.run`'s sessions, connected on first use."""
-        from benchmarks.evaluate import resolve_policy_dir
-        from envs.tasks import get_task
-        from hardware.run import bench_session
-
-        policy = json.loads((resolve_policy_dir(policy_dir) / "config.json").read_text())
-        image_size = tuple(policy["image_size"]) if self.robot.cameras else None
-        if self._session is None:
-            # The sessions set the task's instruction and time limit on the backend themselves.
-            time_limit_s = self.robot.time_limit_s or get_task(task).time_limit_s
-            backend, keys = self._stack.enter_context(bench_session(self.robot, image_size, task, time_limit_s,
-                                                                    self.keys))
-            self._session = backend, keys, image_size
-        backend, keys, opened_size = self._session
-        if image_size != opened_size:
-            raise ValueError(f"{policy_dir} reads {image_size} images but the cameras were opened at "
-                             f"{opened_size} for an earlier policy of this run")
-        return {"backend": backend, "keys": keys}
-
-    @contextlib.contextmanager
-    def _faults(self) -> Iterator[None]:
-        """A fault of the bench stops the run with what to do next (the work done is saved)."""
-        from hardware.run import BENCH_ERRORS, bench_error_message
-
-        try:
-            yield
-        except BENCH_ERRORS as e:
-            raise BenchStopped(bench_error_message(e)) from e
-
-
-def make_bench(cfg: RPROConfig, progress: bool = True, *, keys: KeySource | None = None,
-               teleop: JointTeleoperator | None = None) -> SimulatedBench | RealBench:
+def make_bench(cfg: RPROConfig, progress: bool = True, **kwargs: Any) -> Bench:
     """The bench of ``cfg.backend`` (``keys``/``teleop`` replace the real bench's keyboard and leader arms)."""
-    if cfg.backend == "real":
-        return RealBench(cfg.robot_config, keys=keys, teleop=teleop)
-    return SimulatedBench(progress)
+    return open_bench(cfg.backend, cfg.robot_config, progress, **kwargs)

@@ -171,7 +171,7 @@ _WORKER: dict[str, Any] = {}
 def _collect_seed(task: str, split: str, policy_dir: str, operator_kwargs: dict, n_action_steps: int | None,
                   pictures_for: int, seed: int) -> dict:
     """One supervised rollout in a worker process; pairs come back as plain data."""
-    from benchmarks.evaluate import PolicyRunner, worker_env_policy
+    from flowpro.rollout import PolicyRunner, worker_env_policy
 
     env, policy = worker_env_policy(_WORKER, task, split, policy_dir, privileged_obs=True)
     if _WORKER.get("operator_kwargs") != operator_kwargs:
@@ -189,7 +189,7 @@ def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: s
     """Collect until ``root`` holds ``pairs`` corrected pairs, or ``max_rollouts`` rollouts of
     this session (default ``20 * pairs``) have run (a policy that no longer fails gives no pairs);
     returns a summary of this session."""
-    from benchmarks.evaluate import resolve_policy_dir
+    from flowpro.rollout import resolve_policy_dir
     from flowpro.policies import FlowPolicy
 
     get_task(task)
@@ -350,13 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                   "serial ports and calibration, the cameras and the leader arms (see hardware/xtrainer.example.json)",
                   file=sys.stderr)
             return 2
-        from hardware.config import load_robot_config
-        from hardware.run import BENCH_ERRORS, collect_real
+        from flowpro.benches import bench_class
 
-        return run_recording_command(
-            lambda: collect_real(load_robot_config(args.robot_config), args.policy, args.pairs, args.round_k,
-                                 args.root, task=args.task, seed=args.seed, n_action_steps=args.n_action_steps),
-            args.root, "pairs", faults=BENCH_ERRORS)
+        return bench_class(args.backend).collect_command(args)  # hardware.bench.RealBench
     kwargs = {"handback": args.handback, "margin_steps": tuple(args.margin), "max_back": args.max_back,
               "stall_s": args.stall, "persist_s": args.persist}
     return run_recording_command(

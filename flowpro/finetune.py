@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from envs.dataset import finished_episodes
 from envs.tasks import check_split
-from flowpro.benches import RealBench, SimulatedBench, make_bench
+from flowpro.benches import Bench, bench_class, make_bench
 from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
-from flowpro.losses import get_loss, loss_terms
-from flowpro.mixing import CURRENT, PREVIOUS, SFT, MixingSampler, round_ratios
+from flowpro.losses import get_loss
+from flowpro.methods import (Method, get_method, preference_losses,  # noqa: F401  (importable from here too)
+                             register_method, select_rows)
+from flowpro.mixing import MixingSampler
 from flowpro.policies import FlowPolicy
 from flowpro.policies.base import ACTION
 from flowpro.train import load_last_checkpoint, lr_at, save_checkpoint, torch_threads
@@ -70,7 +71,7 @@ class RPROConfig:
     eval_rollouts: int = 50  # per split, after every round (0: no evaluation)
     round_eval_rollouts: int | None = None  # after the rounds before the last (default: eval_rollouts)
     eval_splits: str = "id,ood"
-    eval_seed: int = 1000  # rollout i of an evaluation uses eval_seed + i: benchmarks.evaluate.EVAL_SEED, the test
+    eval_seed: int = 1000  # rollout i of an evaluation uses eval_seed + i: flowpro.rollout.EVAL_SEED, the test
     #                        scenes, unless a hyperparameter sweep evaluates on its tuning scenes (benchmarks/sweep.py)
     handback: str = "completion"
     stall_s: float = 8.0  # the oracle's patience without stage progress
@@ -144,18 +145,7 @@ class RPROConfig:
             raise ValueError(f"need rounds >= 1 and steps >= 1, got {self.rounds}, {self.steps}")
         for split in self.eval_splits.split(","):
             check_split(split)  # on the real bench too, where the split labels the scenes set up
-        if self.backend not in ("sim", "real"):
-            raise ValueError(f"backend must be 'sim' or 'real', got {self.backend!r}")
-        if self.backend == "sim" and self.robot_config is not None:
-            raise ValueError("robot_config is for backend 'real' (pass --backend real to run on the X-Trainer)")
-        if self.backend == "real":
-            if not self.robot_config:
-                raise ValueError("backend 'real' needs robot_config: the X-Trainer's configuration file (the arms' "
-                                 "addresses, the grippers' serial ports and calibration, the cameras and the leader "
-                                 "arms; see hardware/xtrainer.example.json)")
-            from hardware.config import load_robot_config
-
-            load_robot_config(self.robot_config)  # names every missing or invalid field
+        bench_class(self.backend).check(self)  # backend sim: no robot_config; real: a valid one
 
 
 class RewardHacking(RuntimeError):
@@ -181,55 +171,6 @@ class RewardHackingMonitor:
         return None
 
 
-# ---------------------------------------------------------------------------------------------- the step
-def select_rows(batch: dict[str, Any], idx: Tensor) -> dict[str, Any]:
-    """The rows ``idx`` of a batch (tensors by index, lists by position)."""
-    b = batch[ACTION].shape[0]
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v) and v.dim() and v.shape[0] == b:
-            out[k] = v[idx]
-        elif isinstance(v, list) and len(v) == b:
-            out[k] = [v[i] for i in idx.tolist()]
-        else:
-            out[k] = v
-    return out
-
-
-def _chunk_losses(model: FlowPolicy, batch: dict[str, Any], noise: Tensor, t: Tensor, differ: Tensor
-                  ) -> tuple[Tensor, Tensor]:
-    """``l(s, a^w)`` and ``l(s, a^l)`` with the observation encoded once; ``a^l`` is scored only
-    where it differs from ``a^w`` (identical pairs reuse ``l(s, a^w)``: exactly equal, SPEC §3),
-    in the same action-expert pass as the ``a^w`` chunks."""
-    enc = model.encode(batch)
-    if not differ.any():
-        l_w = model.per_sample_loss(batch, noise, t, enc)
-        return l_w, l_w
-    b, idx = differ.shape[0], differ.nonzero().flatten()
-    rows = torch.cat([torch.arange(b, device=idx.device), idx])
-    both = select_rows(batch, rows)
-    both[ACTION] = torch.cat([batch[ACTION], batch[ACTION_L][idx]])
-    losses = model.per_sample_loss(both, noise[rows], t[rows], model.select_encoding(enc, rows))
-    l_w = losses[:b]
-    return l_w, l_w.index_put((idx,), losses[b:])
-
-
-def preference_losses(policy: FlowPolicy, reference: FlowPolicy, batch: dict[str, Any],
-                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``l_theta_w, l_theta_l, l_ref_w, l_ref_l`` of a batch of tuples with one ``(eps, t)`` draw
-    per tuple shared by all four evaluations (SPEC §3); the reference runs without autograd."""
-    a_w = batch[ACTION]
-    a_l = batch.get(ACTION_L, a_w)
-    batch = {**batch, ACTION_L: a_l}
-    b = a_w.shape[0]
-    noise, t = policy.sample_noise(b, generator), policy.sample_time(b, generator)
-    differ = (a_w != a_l).flatten(1).any(1)
-    l_theta_w, l_theta_l = _chunk_losses(policy, batch, noise, t, differ)
-    with torch.inference_mode():
-        l_ref_w, l_ref_l = _chunk_losses(reference, batch, noise, t, differ)
-    return l_theta_w, l_theta_l, l_ref_w.clone(), l_ref_l.clone()
-
-
 def frozen_reference(policy: FlowPolicy) -> FlowPolicy:
     return copy.deepcopy(policy).eval().requires_grad_(False)
 
@@ -243,57 +184,6 @@ def check_reference(policy: FlowPolicy, reference: FlowPolicy) -> None:
     if type(policy) is not type(reference) or diff or shapes != ref_shapes:
         raise ValueError(f"the reference policy's architecture differs from the policy's "
                          f"({type(reference).__name__} vs {type(policy).__name__}; config fields differing: {diff})")
-
-
-# ---------------------------------------------------------------------------------------------- methods
-class Method:
-    """What differs between FlowPRO and its baselines on the same rounds: which buffers a round
-    trains on (and at which ratios), how a policy is prepared, and the loss of one batch.
-    Everything else (collection, schedule, checkpoints, evaluation) is shared."""
-
-    name = "flowpro"
-    uses_reference = True
-
-    def __init__(self, cfg: RPROConfig):
-        self.cfg = cfg
-
-    @property
-    def items_per_batch(self) -> int:
-        """Buffer items drawn per batch (a baseline whose items hold several states draws fewer)."""
-        return self.cfg.batch_size
-
-    def prepare(self, policy: FlowPolicy) -> FlowPolicy:
-        """The policy to fine-tune, made from the base policy (once, before round 1)."""
-        return policy
-
-    def buffers(self, current: PreferenceDataset, previous: list[PreferenceDataset], sft: Any) -> dict[str, Any]:
-        out = {CURRENT: current, SFT: sft}
-        if previous:
-            out[PREVIOUS] = torch.utils.data.ConcatDataset(previous)
-        return out
-
-    def ratios(self, k: int, buffers: dict[str, Any]) -> dict[str, float]:
-        """SPEC §6: 80/20 in round 1, 70/15/15 after, or ``cfg.sft_share`` from ``D_SFT`` (only the
-        buffers that exist)."""
-        return {name: r for name, r in round_ratios(k, self.cfg.sft_share).items() if name in buffers}
-
-    def batch_loss(self, policy: FlowPolicy, reference: FlowPolicy | None, batch: dict[str, Any],
-                   generator: torch.Generator, log_terms: bool) -> tuple[Tensor, dict[str, float], dict[str, Tensor]]:
-        """FlowPRO: the chosen loss of the RPRO family on preference tuples (SPEC §4)."""
-        c = self.cfg
-        weights = dict(beta=c.beta, lambda_pro=c.lambda_pro, lambda_sft=c.lambda_sft, reg_weight=c.reg_weight)
-        losses = preference_losses(policy, reference, batch, generator)
-        loss, stats = get_loss(c.loss)(*losses, **weights)
-        return loss, stats, (loss_terms(c.loss, *losses, **weights) if log_terms else {})
-
-
-def get_method(name: str) -> type[Method]:
-    from baselines import BASELINES
-
-    methods = {"flowpro": Method, **BASELINES}
-    if name not in methods:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(methods)}")
-    return methods[name]
 
 
 # ---------------------------------------------------------------------------------------------- one round
@@ -398,7 +288,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def run_rounds(cfg: RPROConfig, progress: bool = True, bench: SimulatedBench | RealBench | None = None) -> dict:
+def run_rounds(cfg: RPROConfig, progress: bool = True, bench: Bench | None = None) -> dict:
     """Paper Algorithm 2: ``cfg.rounds`` rounds of collect -> tuples -> fine-tune -> evaluate, on
     ``bench`` (default: the bench of ``cfg.backend``, opened and closed here)."""
     cfg.validate()
@@ -410,9 +300,9 @@ def run_rounds(cfg: RPROConfig, progress: bool = True, bench: SimulatedBench | R
         return _run_rounds(cfg, bench, progress)
 
 
-def _run_rounds(cfg: RPROConfig, bench: SimulatedBench | RealBench, progress: bool) -> dict:
-    from benchmarks.evaluate import resolve_policy_dir
-    from envs.expert_eval import summarize
+def _run_rounds(cfg: RPROConfig, bench: Bench, progress: bool) -> dict:
+    from flowpro.rollout import resolve_policy_dir
+    from envs.summary import summarize
 
     out = Path(cfg.out)
     base_dir = resolve_policy_dir(cfg.base)

@@ -21,6 +21,8 @@
   overrides; ``xtrainer.example.json`` matches the emulator) and ``make_backend`` / ``make_leader``.
 - :mod:`hardware.run` (``python -m hardware.run evaluate|collect``): policy evaluation and
   human-operator pair collection on the real bench through the simulation's loops.
+- :mod:`hardware.bench`: :class:`~hardware.bench.RealBench`, the :class:`flowpro.benches.Bench` of the
+  FlowPRO rounds on the robot (backend ``"real"``, registered when imported).
 - :mod:`hardware.interrupted`: what a fault leaves on disk (arms stopped first, then the finished
   part of the interrupted rollout saved next to the dataset or results file, then a clear error).
 """

@@ -6,7 +6,7 @@
 Both run the simulation's code paths unchanged on :class:`~hardware.backend.RealXTrainer` (built
 from the robot configuration file, :mod:`hardware.config`):
 
-- **evaluate**: :func:`envs.rollout.rollout` with :class:`benchmarks.evaluate.PolicyRunner`, one
+- **evaluate**: :func:`envs.rollout.rollout` with :class:`flowpro.rollout.PolicyRunner`, one
   JSON line per rollout (``EpisodeResult.summary()``, as ``benchmarks.evaluate`` writes) appended
   to ``--out`` as soon as the rollout ends, and a ``.summary.json`` (:func:`envs.expert_eval.summarize`).
   The real bench has no success predicate: the operator presses ``s`` when the task is done (``f``
@@ -48,13 +48,13 @@ from typing import Any
 import numpy as np
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
-from benchmarks.evaluate import PolicyRunner, resolve_policy_dir
 from envs.dataset import DatasetMismatch, EpisodeWriter, dataset_features, finished_episodes
-from envs.expert_eval import summarize
 from envs.rollout import StepRecord, rollout
+from envs.summary import summarize
 from envs.tasks import get_task
 from envs.xtrainer import CAMERAS
 from flowpro.collect import PAIR_COLUMNS, Pair, RolloutProgress, intervention_rollout, pair_frames, save_rollback_sheet
+from flowpro.rollout import PolicyRunner, resolve_policy_dir
 from hardware.backend import RealXTrainer
 from hardware.cameras import CameraError
 from hardware.config import RobotConfig, load_robot_config, make_backend, make_leader

@@ -12,7 +12,7 @@ that change which kernels torch (``ATEN_CPU_CAPABILITY``), oneDNN (``ONEDNN_MAX_
 each it counts the rollouts whose outcome, result dict or trajectory differ from the default and
 how far the first predicted chunk moves. ``--setting NAME=VAR=VALUE[,VAR=VALUE]`` adds a setting.
 
-The traced rollout below is ``benchmarks.evaluate._rollout_one`` plus a record of what the policy
+The traced rollout below is ``flowpro.rollout._rollout_one`` plus a record of what the policy
 predicted and the arms executed; it shares that module's per-worker cache, so a worker keeps its
 environment and policy across seeds exactly as in ``evaluate``.
 """
@@ -79,7 +79,7 @@ def traced_rollout(task: str, split: str, policy_dir: str, torch_threads: int | 
     """One rollout as ``evaluate`` runs it, with its executed actions, chunks and the worker's state."""
     import torch
 
-    from benchmarks.evaluate import _WORKER, PolicyRunner, worker_env_policy
+    from flowpro.rollout import _WORKER, PolicyRunner, worker_env_policy
     from envs.rollout import rollout
 
     env, policy = worker_env_policy(_WORKER, task, split, policy_dir)

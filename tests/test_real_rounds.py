@@ -10,9 +10,10 @@ from test_hardware_run import emulated_config  # the emulated bench of the sessi
 
 from envs.record import record
 from envs.xtrainer import CAMERAS
-from flowpro.benches import RealBench, SimulatedBench, make_bench
+from flowpro.benches import SimulatedBench, make_bench
 from flowpro.finetune import RPROConfig, run_rounds
 from flowpro.train import main as train_main
+from hardware.bench import RealBench
 from hardware.config import EXAMPLE
 from hardware.emulated_session import save_still_policy
 from hardware.keys import ScriptedKeys
