@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         name, _, run = spec.rpartition("=")
         r1 = json.loads((Path(run) / "round_1/round.json").read_text())
         cfg = json.loads((Path(run) / "config.json").read_text())["config"]
-        settings = {k: cfg[k] for k in ("method", "loss", "beta", "lr", "steps", "pairs", "handback")}
+        settings = {k: cfg[k] for k in ("method", "loss", "beta", "lr", "steps", "pairs", "handback", "sft_share",
+                                        "max_bridge_gap") if cfg.get(k) is not None}
         rows.append(row(name, r1["evaluation"]["id"]["rollouts"], base, {"config": settings,
                                                                           "tuples": r1.get("tuples")}))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
