@@ -90,13 +90,13 @@ class Profile:
     # The protocol's batch mixing and bridge limit, the same for every method (docs/tuples.md):
     sft_share: float | None = None  # D_SFT's share of each batch (None: the paper's 80/20 then 70/15/15)
     max_bridge_gap: float | None = None  # Case-1 bridges only from states this close (m) to tau^w (None: all)
-    # Values above chosen by hand on the tuning scenes, with the scenes and where the evidence is
-    # (results.json: selection); None: nothing was chosen by hand.
+    # Which of the values above were chosen by hand on the tuning scenes ("fields"), with the scenes
+    # and where the evidence is (results.json: selection.protocol); None: nothing was chosen by hand.
     chosen_by_hand: dict | None = None
 
 
 DEFAULT_PROTOCOL_CHOICE = {
-    "chosen": {"sft_share": 0.8, "max_bridge_gap": 0.01},
+    "fields": ("sft_share", "max_bridge_gap"),  # the profile's values of these are what was chosen
     "tuning_seeds": "[5000, 5100) id",
     "criterion": "the SFT-only ablation (correct positives only) must not fall below the base by more than "
                  "chance (exact McNemar on the paired tuning scenes): one round, 30 pairs, 300 steps, lr 3e-5",
@@ -182,7 +182,10 @@ def selection_record(profile: Profile) -> dict | None:
     """What chose the profile's values: ``protocol``, the values chosen by hand on the tuning scenes
     (``Profile.chosen_by_hand``), and per method the best trial of its sweep (``benchmarks.sweep``)
     with the tuning seeds it was chosen on; None when nothing was chosen."""
-    out = {} if profile.chosen_by_hand is None else {"protocol": profile.chosen_by_hand}
+    out = {}
+    if profile.chosen_by_hand is not None:
+        choice = {k: v for k, v in profile.chosen_by_hand.items() if k != "fields"}
+        out["protocol"] = {"chosen": {f: getattr(profile, f) for f in profile.chosen_by_hand["fields"]}, **choice}
     if profile.sweep is None:
         return out or None
     files = sorted(Path(profile.sweep).glob("*_best.json"))
