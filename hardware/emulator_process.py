@@ -177,15 +177,21 @@ class EmulatorProcess:
         if self._conn is None:
             raise EmulatorProcessError(f"{self._factory.__name__}: the emulator process is not running")
         with self._lock:
-            self._conn.send(request)
+            try:
+                self._conn.send(request)
+            except OSError as e:  # the process is gone (a broken pipe); same error as a lost reply
+                raise self._exited() from e
             return self._decode(self._receive())
 
     def _receive(self) -> tuple:
         try:
             return self._conn.recv()
         except (EOFError, OSError) as e:
-            raise EmulatorProcessError(f"{self._factory.__name__}: the emulator process (pid {self.pid}) "
-                                       f"exited with code {self._proc.poll()}") from e
+            raise self._exited() from e
+
+    def _exited(self) -> EmulatorProcessError:
+        return EmulatorProcessError(f"{self._factory.__name__}: the emulator process (pid {self.pid}) "
+                                    f"exited with code {self._proc.poll()}")
 
     def _decode(self, reply: tuple) -> Any:
         kind, payload = reply
