@@ -183,3 +183,34 @@ def test_each_training_seed_records_its_own_demonstrations(tmp_path):
     roots = {s: demos_root(tmp_path, "e9ad089f5d0123", 48, s) for s in (0, 1, 2)}
     assert roots[0] == tmp_path / "demos_e9ad089f5d_env48"  # the name runs before this change used
     assert len(set(roots.values())) == 3 and roots[1].name.endswith("_s1")
+
+
+def test_recheck_reruns_the_best_trials_on_fresh_tuning_scenes_against_the_incumbent(usb_base, tmp_path):  # noqa: F811
+    from benchmarks.recheck import main as recheck_main
+
+    assert recheck_main(["--method", "rpro", "--base", str(usb_base / "sft"), "--sweep-runs",
+                         str(tmp_path / "runs")]) == 2  # no sweep yet: named, nothing written
+    assert not (tmp_path / "out").exists()
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, 2)) == 0
+    best = json.loads((tmp_path / "out/rpro_best.json").read_text())["best"]
+    argv = ["--method", "rpro", "--base", str(usb_base / "sft"), "--top", "1", "--rollouts", "2", "--workers", "1",
+            "--sweep-runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    assert recheck_main(argv) == 0
+    record = json.loads((tmp_path / "out/rpro_recheck.json").read_text())
+    smoke = PROFILES["smoke"]
+    assert record["candidates"] == {"profile": {"beta": smoke.beta, "lr": smoke.lr, "steps": smoke.steps},
+                                    f"trial {best['trial']}": best["params"]}
+    assert record["scenes"] == {"split": "id", "first": 5001, "rollouts": 2}  # after the sweep's scene 5000
+    rows = record["rows"]
+    assert set(rows) == {"base", "profile", f"trial {best['trial']}"}
+    for name, by_base in rows.items():
+        (row,) = by_base.values()
+        assert [r["seed"] for r in row["rollouts"]] == [5001, 5002]  # never the test scenes nor the sweep's
+        if name != "base":
+            assert set(row["against_base"]) >= {"only_first", "only_second", "p_two_sided"}
+            assert row["successes"] == sum(r["success"] for r in row["rollouts"])
+    assert record["chosen"] in record["candidates"] and record["command"].startswith("python -m benchmarks.recheck")
+    assert "| profile |" in (tmp_path / "out/rpro_recheck.md").read_text()
+    # A second run resumes from the run directories: the same record.
+    assert recheck_main(argv) == 0
+    assert json.loads((tmp_path / "out/rpro_recheck.json").read_text())["rows"] == rows
