@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import json
 import platform
 import shutil
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from envs.dataset import finished_episodes
 from envs.tasks import check_split
@@ -43,7 +41,7 @@ from flowpro.methods import (Method, get_method, preference_losses,  # noqa: F40
 from flowpro.mixing import MixingSampler
 from flowpro.policies import FlowPolicy
 from flowpro.policies.base import ACTION
-from flowpro.train import load_last_checkpoint, lr_at, save_checkpoint, torch_threads
+from flowpro.training import StepOutput, fit
 
 
 @dataclass
@@ -199,80 +197,35 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, reference: FlowPolicy | None,
                    buffers: dict[str, Any], out: Path, progress: bool = True) -> FlowPolicy:
-    """Fine-tune ``policy`` for ``cfg.steps`` steps on mixed batches; resumable from ``out``."""
-    with torch_threads(cfg.threads):
-        return _finetune_round(cfg, k, method, policy, reference, buffers, out, progress)
-
-
-def _finetune_round(cfg: RPROConfig, k: int, method: Method, policy: FlowPolicy, reference: FlowPolicy | None,
-                    buffers: dict[str, Any], out: Path, progress: bool) -> FlowPolicy:
+    """Fine-tune ``policy`` for ``cfg.steps`` steps on mixed batches (paper Algorithm 2, line 9) in
+    the one training loop (:func:`flowpro.training.fit`); resumable from ``out``."""
     if reference is not None:
         check_reference(policy, reference)
     sampler = MixingSampler({n: len(d) for n, d in buffers.items()}, method.ratios(k, buffers),
                             method.items_per_batch, seed=cfg.seed * 1000 + k)
-    optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + k)
-    start = 0
-    resumed = load_last_checkpoint(out, cfg, gen)
-    if resumed:
-        policy, optim, state = resumed
-        sampler.set_state(state["sampler"])
-        start = state["step"]
-    out.mkdir(parents=True, exist_ok=True)
-    fields = ["step", "loss", "lr", "r_w", "r_l", "margin", "accuracy", "l_theta_w", "l_theta_l", "l_ref_w",
-              "l_ref_l", "contrastive", "regulariser", "sft", "grad_contrastive", "grad_regulariser", "grad_sft",
-              "grad_norm", "elapsed_s"]
-    metrics = (out / "metrics.csv").open("a", newline="")
-    writer = csv.DictWriter(metrics, fieldnames=fields, extrasaction="ignore")
-    if start == 0:
-        writer.writeheader()
     monitor = RewardHackingMonitor(cfg.hack_r_w_min, cfg.hack_r_l_min)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    policy.train()
-    t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"{cfg.loss} round {k}",
-               disable=not progress)
-    for step in bar:
-        draws = sampler.next_batch()
-        batch = collate([buffers[name][i] for name, i in draws])
-        log = step % cfg.log_every == 0 or step == cfg.steps - 1
-        try:
-            loss, stats, terms = method.batch_loss(policy, reference, batch, gen, log)
-        except FloatingPointError as e:
-            raise FloatingPointError(f"round {k} step {step}: {e}; the last good checkpoint is kept in "
-                                     f"{out / 'checkpoints'}") from None
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"round {k} step {step}: non-finite loss {loss.item()}; the last good "
-                                     f"checkpoint is kept in {out / 'checkpoints'}")
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        optim.zero_grad(set_to_none=True)
-        if log:  # per-term gradient norms (SPEC §4: what to log)
-            for name, term in terms.items():
-                grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-                stats[f"grad_{name}"] = float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)))
-        loss.backward()
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-        optim.step()
+
+    def step_fn(policy: FlowPolicy, step: int, log: bool) -> StepOutput:
+        batch = collate([buffers[name][i] for name, i in sampler.next_batch()])
+        loss, stats, terms = method.batch_loss(policy, reference, batch, gen, log)
+        return StepOutput(loss, stats, terms)
+
+    def after_step(step: int, stats: dict[str, float]) -> Exception | None:
         alarm = monitor.update(stats["r_w"], stats["r_l"]) if "r_w" in stats else None
-        if log:
-            writer.writerow({"step": step, "lr": lr_at(step, cfg), "elapsed_s": round(time.perf_counter() - t0, 2),
-                             **{k_: round(v, 6) for k_, v in stats.items()}})
-            metrics.flush()
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", **({"r_w": f"{stats['r_w']:.2f}", "r_l": f"{stats['r_l']:.2f}"}
-                                                           if "r_w" in stats else {}))
         if alarm and not monitor.warned:
             monitor.warned = True
             warnings.warn(f"round {k} step {step}: {alarm}", stacklevel=1)
             (out / "reward_hacking.txt").write_text(f"step {step}: {alarm}\n")
-        if alarm and cfg.stop_on_hacking:
-            save_checkpoint(out, step + 1, policy, optim, gen, {"sampler": sampler.state()})
-            raise RewardHacking(f"round {k} step {step}: {alarm} (--stop-on-hacking)")
-        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(out, step + 1, policy, optim, gen, {"sampler": sampler.state()})
-    metrics.close()
-    policy.save(out / "policy")
-    return policy
+        return RewardHacking(f"round {k} step {step}: {alarm} (--stop-on-hacking)") \
+            if alarm and cfg.stop_on_hacking else None
+
+    fields = ["step", "loss", "lr", "r_w", "r_l", "margin", "accuracy", "l_theta_w", "l_theta_l", "l_ref_w",
+              "l_ref_l", "contrastive", "regulariser", "sft", "grad_contrastive", "grad_regulariser", "grad_sft",
+              "grad_norm", "elapsed_s"]
+    return fit(cfg, out, policy, gen, step_fn, fields=fields, desc=f"{cfg.loss} round {k}", progress=progress,
+               extra_state=lambda: {"sampler": sampler.state()}, on_resume=lambda s: sampler.set_state(s["sampler"]),
+               after_step=after_step)
 
 
 # ---------------------------------------------------------------------------------------------- the rounds

@@ -5,30 +5,25 @@
     python -m flowpro.train rpro ... --backend real --robot-config my_xtrainer.json   (the rounds on the X-Trainer)
 
 Stage 1 (SFT): flow-matching regression on demonstrations (paper Eq. 3 averaged over the
-batch). AdamW, linear warm-up then cosine decay, seeded; metrics to ``metrics.csv`` (and
-TensorBoard when installed); checkpoints every ``--save-every`` steps; rerunning the same
-command resumes from the last checkpoint. The final policy is written to ``<out>/policy``.
+batch), seeded, in the one training loop of :mod:`flowpro.training` (AdamW, warm-up then cosine,
+``metrics.csv`` and TensorBoard when installed, checkpoints every ``--save-every`` steps; rerunning
+the same command resumes from the last one). The final policy is written to ``<out>/policy``.
 Stage 2 (the FlowPRO rounds) lives in :mod:`flowpro.finetune`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
-import math
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from flowpro.data import ChunkDataset
 from flowpro.policies import POLICIES, FlowPolicy
+from flowpro.training import StepOutput, fit, torch_threads
 
 
 @dataclass
@@ -53,27 +48,6 @@ class SFTConfig:
     # reduction is split by thread count: the same run on a machine with more cores would give
     # other bits (docs/reproducibility.md); one thread also cannot thrash on a loaded machine.
     threads: int = 1
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch threads, then put the previous count back."""
-    if n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def lr_at(step: int, cfg) -> float:
-    """Linear warm-up to ``lr``, then cosine to ``lr_min``."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 #: ``--policy`` names: the POLICIES registry plus pi0.5, which is the pi0 adapter's other variant.
@@ -106,35 +80,6 @@ def make_policy(cfg: SFTConfig) -> FlowPolicy:
     return POLICIES[kind](config)
 
 
-def save_checkpoint(out: Path, step: int, policy: FlowPolicy, optim: torch.optim.Optimizer,
-                    gen: torch.Generator, extra: dict | None = None) -> None:
-    ckpt = out / "checkpoints" / f"step_{step:07d}"
-    policy.save(ckpt / "policy")
-    torch.save({"step": step, "optimizer": optim.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), **(extra or {})}, ckpt / "training_state.pt")
-    tmp = out / "checkpoints" / "last.json.tmp"
-    tmp.write_text(json.dumps({"step": step, "dir": ckpt.name}))
-    tmp.replace(out / "checkpoints" / "last.json")  # atomic: a crash never points at a half checkpoint
-
-
-def load_last_checkpoint(out: Path, cfg, gen: torch.Generator
-                         ) -> tuple[FlowPolicy, torch.optim.Optimizer, dict] | None:
-    """Policy, optimizer (``cfg.lr``, ``cfg.weight_decay``) and training state of the last
-    checkpoint under ``out``, with the generator and torch RNG put back; None for a fresh run."""
-    last = out / "checkpoints" / "last.json"
-    if not last.exists():
-        return None
-    ckpt = out / "checkpoints" / json.loads(last.read_text())["dir"]
-    policy = FlowPolicy.load(ckpt / "policy")
-    optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = torch.load(ckpt / "training_state.pt", weights_only=False)
-    optim.load_state_dict(state["optimizer"])
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    print(f"resuming from {ckpt} (step {state['step']})", file=sys.stderr)
-    return policy, optim, state
-
-
 def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     with torch_threads(cfg.threads):
         return _train_sft(cfg, progress)
@@ -142,66 +87,25 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
 
 def _train_sft(cfg: SFTConfig, progress: bool) -> Path:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     policy = make_policy(cfg)
     data = ChunkDataset(cfg.dataset, policy.config, use_images=not cfg.state_only, env_state=cfg.state_only)
     policy.set_normalization(data.stats)
-    optim = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    start = 0
-    resumed = load_last_checkpoint(out, cfg, gen)
-    if resumed:
-        policy, optim, state = resumed
-        start = state["step"]
-    else:
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    metrics = (out / "metrics.csv").open("a", newline="")
-    writer = csv.writer(metrics)
-    if start == 0:
-        writer.writerow(["step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s"])
-    tb = _tensorboard(out)
-    policy.train()
-    t0, seen = time.perf_counter(), 0
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft", disable=not progress)
-    for step in bar:
+
+    def step_fn(policy: FlowPolicy, step: int, log: bool) -> StepOutput:  # paper Eq. 3, batch mean
         idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
         batch = torch.utils.data.default_collate([data[int(i)] for i in idx])
         noise, t = policy.sample_noise(cfg.batch_size, gen), policy.sample_time(cfg.batch_size, gen)
-        loss = policy.per_sample_loss(batch, noise, t).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step} (dataset indices "
-                                     f"{idx.tolist()}); the last good checkpoint is kept in {out / 'checkpoints'}")
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
-        optim.step()
-        seen += cfg.batch_size
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            elapsed = time.perf_counter() - t0
-            row = [step, round(loss.item(), 6), lr_at(step, cfg), round(grad_norm, 4), round(seen / elapsed, 1),
-                   round(elapsed, 1)]
-            writer.writerow(row)
-            metrics.flush()
-            if tb:
-                tb.add_scalar("sft/loss", loss.item(), step)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(out, step + 1, policy, optim, gen)
-    metrics.close()
-    save_checkpoint(out, cfg.steps, policy, optim, gen)
-    policy.save(out / "policy")
+        return StepOutput(policy.per_sample_loss(batch, noise, t).mean(), context=f" (dataset indices {idx.tolist()})")
+
+    def write_config() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    fit(cfg, out, policy, gen, step_fn, fields=["step", "loss", "lr", "grad_norm", "samples_per_s", "elapsed_s"],
+        desc="sft", progress=progress, tensorboard=True, on_fresh_start=write_config)
     return out / "policy"
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls, required: tuple[str, ...]) -> None:

@@ -63,7 +63,7 @@ def test_sft_resume_matches_uninterrupted_run(tmp_path, reach_demos, capsys, mon
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, reach_demos, monkeypatch):
     _fail_on_call(monkeypatch, 5, lambda out: out * float("nan"))
-    with pytest.raises(FloatingPointError, match=r"at step 4 \(dataset indices \["):
+    with pytest.raises(FloatingPointError, match=r"sft step 4: non-finite loss nan \(dataset indices \["):
         train_sft(_cfg(tmp_path, reach_demos), progress=False)
     last = json.loads((tmp_path / "run/checkpoints/last.json").read_text())
     assert last["step"] == 4
@@ -191,7 +191,7 @@ def test_state_only_is_refused_for_a_camera_policy(tmp_path, reach_demos):
 def test_training_threads_are_pinned_for_the_block_and_put_back():
     import torch
 
-    from flowpro.train import torch_threads
+    from flowpro.training import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):
