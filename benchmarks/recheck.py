@@ -33,7 +33,7 @@ from benchmarks.run import PROFILES, check_seed_ranges
 from benchmarks.stats import mcnemar_exact, paired_outcomes
 from benchmarks.sweep import SPACES, _finished, _write_whole, best_trial, trial_config
 from envs.summary import summarize
-from flowpro.benches import SimulatedBench
+from flowpro.sim_bench import SimulatedBench
 from flowpro.finetune import run_rounds
 from flowpro.rollout import resolve_policy_dir
 

@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from benchmarks.evaluate import resolve_policy_dir
 from benchmarks.run import PROFILES, Profile, _digest, check_seed_ranges, with_shared_pairs
 from envs.tasks import TASKS
-from flowpro.benches import SimulatedBench
+from flowpro.sim_bench import SimulatedBench
 from flowpro.finetune import RPROConfig, run_rounds
 
 BETAS = (1, 3, 10, 30, 100, 300, 1000)

@@ -4,7 +4,7 @@ A round collects intervention-and-rollback pairs with the current policy and eva
 fine-tuned one; :func:`flowpro.finetune.run_rounds` asks a :class:`Bench` for both and does
 everything else (tuples, buffers, fine-tuning, resuming) the same way on either:
 
-- :class:`SimulatedBench` (here): the scripted oracle collects in parallel rollouts
+- :class:`flowpro.sim_bench.SimulatedBench`: the scripted oracle collects in parallel rollouts
   (:func:`flowpro.collect.collect`), evaluation runs on the task's ID/OOD scenes
   (:func:`flowpro.rollout.evaluate`).
 - :class:`hardware.bench.RealBench`: a human operator on the robot. It lives in :mod:`hardware`
@@ -12,7 +12,8 @@ everything else (tuples, buffers, fine-tuning, resuming) the same way on either:
   through the :class:`Bench` protocol.
 
 :func:`open_bench` is the one factory: the CLIs pass the backend they were given (``--backend``)
-and it returns the bench registered under that name.
+and it returns the bench registered under that name. Both benches register when their module is
+imported (:func:`flowpro.plugins.load_plugins`), so this module imports neither.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def register_bench(backend: str) -> Callable[[type[B]], type[B]]:
 
 
 def bench_class(backend: str) -> Any:
-    """The bench registered as ``backend`` (the real one registers when :mod:`hardware.bench` is imported)."""
+    """The bench registered as ``backend`` (each registers when its module is imported: :mod:`flowpro.sim_bench`,
+    :mod:`hardware.bench`)."""
     if backend not in BENCHES:
         load_plugins("benches")
     if backend not in BENCHES:
@@ -86,46 +88,6 @@ def open_bench(backend: str, robot_config: str | Path | None = None, progress: b
     """The bench of ``backend``; ``kwargs`` (a real bench's ``keys`` and ``teleop``: the keyboard and the
     leader arms replaced, for tests and other front ends) go to the bench that takes them."""
     return bench_class(backend)(robot_config=robot_config, progress=progress, **kwargs)
-
-
-@register_bench("sim")
-class SimulatedBench:
-    """The simulator: the oracle collects, evaluation rollouts run in parallel."""
-
-    robot_config = None
-
-    def __init__(self, progress: bool = True, *, robot_config: None = None, **_: Any):
-        self.progress = progress
-
-    @classmethod
-    def check(cls, cfg: RPROConfig) -> None:
-        if cfg.robot_config is not None:
-            raise ValueError("robot_config is for backend 'real' (pass --backend real to run on the X-Trainer)")
-
-    def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict:
-        from flowpro.collect import collect
-
-        return collect(cfg.task, policy_dir, cfg.pairs_in_round(round_k), round_k, root,
-                       seed=cfg.collection_seed(round_k), workers=cfg.workers,
-                       operator_kwargs={"handback": cfg.handback, "stall_s": cfg.stall_s}, progress=self.progress)
-
-    def evaluate(self, task: str, policy_dir: str | Path, split: str, rollouts: int, record: Path,
-                 workers: int | None = None, seed: int | None = None) -> list[dict]:
-        """``rollouts`` rollouts on seeds ``seed, seed + 1, ...`` (default ``EVAL_SEED``, the test scenes;
-        ``record`` is for real sessions)."""
-        from flowpro.rollout import EVAL_SEED, evaluate
-
-        first = EVAL_SEED if seed is None else seed
-        return evaluate(task, policy_dir, list(range(first, first + rollouts)), split, workers)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def make_bench(cfg: RPROConfig, progress: bool = True, **kwargs: Any) -> Bench:

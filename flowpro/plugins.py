@@ -14,7 +14,7 @@ import importlib
 
 PLUGINS: dict[str, tuple[str, ...]] = {
     "methods": ("baselines",),  # DAgger, DAgger-Buffered, pi0.6*, TPO (baselines/__init__.py)
-    "benches": ("hardware.bench",),  # the real X-Trainer with a human operator
+    "benches": ("flowpro.sim_bench", "hardware.bench"),  # the simulator; the real X-Trainer with a human operator
 }
 
 

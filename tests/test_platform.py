@@ -236,3 +236,25 @@ def test_joint_speed_limit_rate_limits_ik_targets():
     step = np.abs(env._py["q_target"]["left"] - q0["left"])
     assert step.max() <= 1.5 / 30 + 1e-12 and info["ik"]["left"]["joint_step_clamped"]
     env.close()
+
+
+def test_tasks_and_experts_come_from_their_registries():
+    """A task module registers its task and a separate expert module its expert (no import cycle:
+    the acyclic_siblings contract in pyproject.toml); a task with no expert, or an unknown name,
+    is named in the error."""
+    from envs.tasks import EXPERTS, TASKS, get_task
+    from envs.tasks.reach import ReachExpert
+    from envs.tasks.usb import UsbTask
+    from envs.tasks.usb_expert import UsbExpert
+
+    assert {"reach", "usb"} <= set(TASKS) and EXPERTS["usb"] is UsbExpert and EXPERTS["reach"] is ReachExpert
+    task = UsbTask()
+    assert get_task(task) is task and isinstance(task.make_expert(), UsbExpert)
+    with pytest.raises(ValueError, match="unknown task 'pack'; valid tasks: reach, usb"):
+        get_task("pack")
+
+    class Lonely(UsbTask):
+        name = "lonely"
+
+    with pytest.raises(ValueError, match="task 'lonely' has no scripted expert; tasks with one: reach, usb"):
+        Lonely().make_expert()

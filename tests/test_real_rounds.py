@@ -10,7 +10,8 @@ from test_hardware_run import emulated_config  # the emulated bench of the sessi
 
 from envs.record import record
 from envs.xtrainer import CAMERAS
-from flowpro.benches import SimulatedBench, make_bench
+from flowpro.benches import make_bench
+from flowpro.sim_bench import SimulatedBench
 from flowpro.finetune import RPROConfig, run_rounds
 from flowpro.train import main as train_main
 from hardware.bench import RealBench

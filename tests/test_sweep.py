@@ -149,7 +149,7 @@ def test_the_default_profile_runs_and_reports_the_protocol_values_it_chose_on_tu
     from benchmarks.report import _selection_section
     from benchmarks.run import method_config, selection_record
     from benchmarks.sweep import trial_config
-    from flowpro.benches import SimulatedBench
+    from flowpro.sim_bench import SimulatedBench
 
     profile = PROFILES["default"]
     assert (profile.sft_share, profile.max_bridge_gap) == (0.8, 0.01)

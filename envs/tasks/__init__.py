@@ -1,28 +1,8 @@
-"""Task registry: name -> Task class. Importing a task module registers it."""
+"""Tasks by name: the registries of ``envs.tasks.base``, filled by importing every task module."""
 
 from __future__ import annotations
 
-from envs.tasks.base import SPLITS, Expert, Task, check_split
+from envs.tasks import reach, usb, usb_expert  # noqa: F401  (each registers its task or expert)
+from envs.tasks.base import EXPERTS, SPLITS, TASKS, Expert, Task, check_split, get_task, register_expert, register_task
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    TASKS[cls.name] = cls
-    return cls
-
-
-def get_task(name: str | Task) -> Task:
-    """A fresh task instance by name (a configured instance, e.g. ``UsbTask(lead_m=0.002)``, is
-    used as it is); unknown names list the valid ones."""
-    if isinstance(name, Task):
-        return name
-    key = name.lower()
-    if key not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[key]()
-
-
-from envs.tasks import reach, usb  # noqa: E402,F401  (registers)
-
-__all__ = ["SPLITS", "TASKS", "Expert", "Task", "check_split", "get_task", "register_task"]
+__all__ = ["EXPERTS", "SPLITS", "TASKS", "Expert", "Task", "check_split", "get_task", "register_expert", "register_task"]

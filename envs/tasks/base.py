@@ -95,6 +95,38 @@ class Task(ABC):
     def privileged_state(self, data: mujoco.MjData, view: Any = None) -> np.ndarray:
         """Flat vector of object poses for ``obs_mode='state'`` (``view``: this state's, if at hand)."""
 
-    @abstractmethod
     def make_expert(self) -> Expert:
-        """A fresh scripted expert for this task."""
+        """A fresh scripted expert for this task (the class registered for its name, :func:`register_expert`)."""
+        if self.name not in EXPERTS:
+            raise ValueError(f"task {self.name!r} has no scripted expert; tasks with one: {', '.join(sorted(EXPERTS))}")
+        return EXPERTS[self.name](self)
+
+
+# The registries: name -> Task class, name -> its expert's class. A task module registers its
+# classes when it is imported (envs/tasks/__init__.py imports them all).
+TASKS: dict[str, type[Task]] = {}
+EXPERTS: dict[str, type] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    TASKS[cls.name] = cls
+    return cls
+
+
+def register_expert(task: str):
+    """Class decorator: the scripted expert of ``task``; constructed as ``cls(task_instance)``."""
+    def register(cls: type) -> type:
+        EXPERTS[task] = cls
+        return cls
+    return register
+
+
+def get_task(name: str | Task) -> Task:
+    """A fresh task instance by name (a configured instance, e.g. ``UsbTask(lead_m=0.002)``, is
+    used as it is); unknown names list the valid ones."""
+    if isinstance(name, Task):
+        return name
+    key = name.lower()
+    if key not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[key]()

@@ -12,8 +12,7 @@ import mujoco
 import numpy as np
 
 from envs.geometry import ARMS, GRIP, POS, ROT6, arm_slice, matrix_to_r6
-from envs.tasks import register_task
-from envs.tasks.base import Task, check_split
+from envs.tasks.base import Task, check_split, register_expert, register_task
 from envs.xtrainer import SceneFragment
 
 _BOXES = {  # world-frame target boxes for the left arm; the right arm mirrors x
@@ -76,10 +75,8 @@ class ReachTask(Task):
     def privileged_state(self, data, view=None) -> np.ndarray:
         return np.concatenate([self.target(data, a) for a in ARMS])
 
-    def make_expert(self) -> ReachExpert:
-        return ReachExpert(self)
 
-
+@register_expert("reach")
 class ReachExpert:
     """Straight-line approach at a per-episode speed, tool pointing down, gripper open."""
 

@@ -18,8 +18,7 @@ import mujoco
 import numpy as np
 
 from envs.geometry import geodesic_angle
-from envs.tasks import register_task
-from envs.tasks.base import Task, check_split
+from envs.tasks.base import Task, check_split, register_task
 from envs.xtrainer import SceneFragment
 
 # --- geometry (metres) -----------------------------------------------------------------
@@ -429,11 +428,6 @@ class UsbTask(Task):
         for offset in (np.array([*ps.lateral, ps.depth]), P[:3, 3] - S[:3, 3]):
             parts += [clip_to_ball(offset, FINE_SCALE_M), clip_to_ball(offset, APPROACH_SCALE_M)]
         return np.concatenate(parts)
-
-    def make_expert(self):
-        from envs.tasks.usb_expert import UsbExpert
-
-        return UsbExpert(self)
 
 
 def plug_in_socket(S: np.ndarray, P: np.ndarray) -> PlugState:

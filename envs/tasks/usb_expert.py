@@ -23,6 +23,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from envs.geometry import ARMS, GRIP, POS, ROT6, arm_slice, matrix_to_r6, rot_z
+from envs.tasks.base import register_expert
 from envs.tasks.usb import CUP_HEIGHT, SOCKET_DEPTH, STRIP_HALF, UsbTask
 from envs.xtrainer import FINGER_TRAVEL_M
 
@@ -70,6 +71,7 @@ def step_toward(T: np.ndarray, goal: np.ndarray, speed: float, dt: float) -> np.
     return make_T(T[:3, :3] @ Rotation.from_rotvec(rv).as_matrix(), p)
 
 
+@register_expert("usb")
 class UsbExpert:
     def __init__(self, task: UsbTask):
         self.task = task

@@ -132,6 +132,19 @@ def to_relative(actions: Tensor, state: Tensor) -> Tensor:
     return actions - (state * mask).unsqueeze(-2)
 
 
+#: Policy types by name (``config.json``'s ``type``); a policy module registers its class on import
+#: (``flowpro/policies/__init__.py`` imports them all), as LeRobot registers its policy configs.
+POLICIES: dict[str, type[FlowPolicy]] = {}
+
+
+def register_policy(name: str):
+    """Class decorator: ``FlowPolicy.load`` builds checkpoints of type ``name`` with this class."""
+    def register(cls: type[FlowPolicy]) -> type[FlowPolicy]:
+        POLICIES[name] = cls
+        return cls
+    return register
+
+
 class FlowPolicy(nn.Module, ABC):
     """A flow-matching action-chunk policy.
 
@@ -285,8 +298,6 @@ class FlowPolicy(nn.Module, ABC):
     def load(cls, directory: str | Path, map_location: str = "cpu") -> FlowPolicy:
         """Load any registered policy type from ``directory``; other architectures are refused."""
         from safetensors.torch import load_file
-
-        from flowpro.policies import POLICIES
 
         d = Path(directory)
         raw = json.loads((d / "config.json").read_text())

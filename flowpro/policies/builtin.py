@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowpro.policies.base import OBS_ENV, OBS_STATE, FlowPolicy, PolicyConfig, image_key
+from flowpro.policies.base import OBS_ENV, OBS_STATE, FlowPolicy, PolicyConfig, image_key, register_policy
 
 
 @dataclass
@@ -133,6 +133,7 @@ def time_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
 
+@register_policy("builtin")
 class BuiltinVLA(FlowPolicy):
     config_class = BuiltinConfig
 

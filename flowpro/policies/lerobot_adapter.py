@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flowpro.policies.base import ACTION, ACTION_PAD, OBS_STATE, FlowPolicy, PolicyConfig, image_key
+from flowpro.policies.base import ACTION, ACTION_PAD, OBS_STATE, FlowPolicy, PolicyConfig, image_key, register_policy
 from flowpro.policies.builtin import hash_words
 
 LANG_TOKENS = "observation.language.tokens"  # lerobot.utils.constants.OBS_LANGUAGE_TOKENS
@@ -277,6 +277,7 @@ class SmolVLAAdapterConfig(PolicyConfig):
     max_period: float = 4.0
 
 
+@register_policy("smolvla")
 class SmolVLAAdapter(_LeRobotFlowAdapter):
     """LeRobot's SmolVLA (``lerobot.policies.smolvla.SmolVLAPolicy``, held as ``self.lerobot``)
     behind :class:`FlowPolicy`. The loss goes through the inner ``VLAFlowMatching.forward``
@@ -559,6 +560,7 @@ def build_lerobot_pi_core(config: Pi0AdapterConfig) -> nn.Module:
     return Core(lc)
 
 
+@register_policy("pi0")
 class Pi0Adapter(_LeRobotFlowAdapter):
     """pi0 / pi0.5 behind :class:`FlowPolicy`, around any ``core`` honouring LeRobot's inner contract:
 
