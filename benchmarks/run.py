@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import envs  # noqa: F401
 import baselines  # noqa: F401  (the baselines register their methods: flowpro.methods)
@@ -178,19 +178,16 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def selection_record(profile: Profile) -> dict | None:
-    """What chose the profile's values: ``protocol``, the values chosen by hand on the tuning scenes
-    (``Profile.chosen_by_hand``), and per method the best trial of its sweep (``benchmarks.sweep``)
-    with the tuning seeds it was chosen on; None when nothing was chosen."""
-    out = {}
-    if profile.chosen_by_hand is not None:
-        choice = {k: v for k, v in profile.chosen_by_hand.items() if k != "fields"}
-        out["protocol"] = {"chosen": {f: getattr(profile, f) for f in profile.chosen_by_hand["fields"]}, **choice}
+def sweep_choices(profile: Profile) -> dict[str, dict]:
+    """Per swept method (``rpro``, ``dagger``, ...) what its sweep in ``profile.sweep`` chose and how:
+    the recheck's choice on fresh tuning scenes (``<method>_recheck.json``, :mod:`benchmarks.recheck`)
+    where there is one, else the sweep's best trial (``<method>_best.json``); {} without a sweep."""
     if profile.sweep is None:
-        return out or None
+        return {}
     files = sorted(Path(profile.sweep).glob("*_best.json"))
     if not files:
         raise FileNotFoundError(f"the profile's sweep directory {profile.sweep} holds no *_best.json")
+    out = {}
     for f in files:
         r = json.loads(f.read_text())
         if r.get("best") is None:
@@ -203,7 +200,39 @@ def selection_record(profile: Profile) -> dict | None:
                                 "trials": r["finished_trials"], "rule": r["selection_rule"], "source": str(f)}
         except KeyError as e:
             raise ValueError(f"{f} is not a benchmarks.sweep record: it lacks {e}") from None
+        recheck = f.with_name(f"{r['method']}_recheck.json")
+        if recheck.exists():
+            c = json.loads(recheck.read_text())
+            sc, n = c["scenes"], c["scenes"]["rollouts"] * len(c["bases"])
+            out[r["method"]] = {"chosen": c["chosen_params"], "candidate": c["chosen"],
+                                "recheck_success": f"{c['total_successes'][c['chosen']]}/{n}",
+                                "recheck_seeds": f"[{sc['first']}, {sc['first'] + sc['rollouts']}) {sc['split']}",
+                                "bases": c["bases"], "recheck_rule": c["rule"], "recheck_source": str(recheck),
+                                "sweep": out[r["method"]]}
     return out
+
+
+def selection_record(profile: Profile) -> dict | None:
+    """What chose the profile's values: ``protocol``, the values chosen by hand on the tuning scenes
+    (``Profile.chosen_by_hand``), and per method what its sweep chose (:func:`sweep_choices`) with
+    the tuning seeds it was chosen on; None when nothing was chosen."""
+    out = {}
+    if profile.chosen_by_hand is not None:
+        choice = {k: v for k, v in profile.chosen_by_hand.items() if k != "fields"}
+        out["protocol"] = {"chosen": {f: getattr(profile, f) for f in profile.chosen_by_hand["fields"]}, **choice}
+    out.update(sweep_choices(profile))
+    return out or None
+
+
+def method_values(profile: Profile, method: str) -> dict[str, Any]:
+    """β, lr, steps per round (and π0.6*'s CFG weight) of ``method``: the profile's, with what the
+    method's sweep chose over them. The loss ablations take RPRO's (method ``flowpro``, sweep
+    ``rpro``), so they differ from RPRO in the loss alone."""
+    values = {"beta": profile.beta, "lr": profile.lr, "steps": profile.steps}
+    chosen = sweep_choices(profile).get("rpro" if method == "flowpro" else method, {}).get("chosen", {})
+    values.update(chosen)
+    values["beta"] = float(values["beta"])
+    return values
 
 
 def demos_root(data: Path, model: str, env_width: int, seed: int) -> Path:
@@ -317,13 +346,15 @@ def method_config(task: str, method: str, loss: str, seed: int, base: Path, demo
     names the configuration, so a rerun with the same settings resumes it."""
     from flowpro.finetune import RPROConfig
 
+    v = method_values(profile, method)
+    extra = {"cfg_weight": v["cfg_weight"]} if "cfg_weight" in v else {}
     cfg = RPROConfig(task=task, base=str(base), out="", rounds=rounds, method=method, loss=loss,
-                     pairs=profile.pairs, steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
-                     beta=profile.beta, sft_share=profile.sft_share, max_bridge_gap=profile.max_bridge_gap,
-                     warmup=max(1, profile.steps // 10), seed=seed, eval_rollouts=profile.rollouts,
+                     pairs=profile.pairs, steps=v["steps"], batch_size=profile.batch_size, lr=v["lr"],
+                     beta=v["beta"], sft_share=profile.sft_share, max_bridge_gap=profile.max_bridge_gap,
+                     warmup=max(1, v["steps"] // 10), seed=seed, eval_rollouts=profile.rollouts,
                      round_eval_rollouts=profile.round_rollouts, eval_seed=profile.test_seed,
-                     eval_splits="id", save_every=max(1, profile.steps // 2), demos=str(demos),
-                     backend=bench.backend, robot_config=bench.robot_config)
+                     eval_splits="id", save_every=max(1, v["steps"] // 2), demos=str(demos),
+                     backend=bench.backend, robot_config=bench.robot_config, **extra)
     # Round 1 of every method starts from the same base with the same seed: share its pairs.
     cfg = with_shared_pairs(cfg, runs)
     key = {**cfg.record(), "out": None}
@@ -529,7 +560,8 @@ def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Pr
     results["stage_seconds"]["sft_base"] = round(time.perf_counter() - t, 1)
 
     t = stage(4, f"methods {', '.join(methods)}: {seeds} seed(s) x {rounds} round(s), pairs {profile.pairs}, "
-                 f"{profile.steps} steps/round, {profile.rollouts} rollouts per split")
+                 f"{profile.steps} steps/round{' (or what its sweep chose)' if profile.sweep else ''}, "
+                 f"{profile.rollouts} rollouts per split")
     results["methods"] = {}
     for m in methods:
         t_m = time.perf_counter()

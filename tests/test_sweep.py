@@ -214,3 +214,41 @@ def test_recheck_reruns_the_best_trials_on_fresh_tuning_scenes_against_the_incum
     # A second run resumes from the run directories: the same record.
     assert recheck_main(argv) == 0
     assert json.loads((tmp_path / "out/rpro_recheck.json").read_text())["rows"] == rows
+
+
+def test_the_runner_takes_each_methods_values_from_its_sweep_and_the_recheck_over_the_best_trial(tmp_path):
+    """Profile.sweep: RPRO (and the loss ablations, which differ from it in the loss alone) run at the
+    values its recheck chose, or its sweep's best trial without one; a method without a sweep keeps the
+    profile's; results.json's selection names where each came from."""
+    from pathlib import Path
+
+    from benchmarks.run import method_config, selection_record
+    from flowpro.sim_bench import SimulatedBench
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    best = {"method": "rpro", "best": {"params": {"beta": 10, "lr": 2e-5, "steps": 300}, "successes": 22, "n": 50},
+            "tuning_seeds": {"split": "id", "first": 5000, "rollouts": 50}, "finished_trials": 10,
+            "selection_rule": "highest"}
+    (sweep / "rpro_best.json").write_text(json.dumps(best))
+    profile = replace(PROFILES["default"], sweep=str(sweep))
+
+    def values(method, loss="rpro"):
+        cfg = method_config("usb", method, loss, 0, Path("base"), Path("demos"), tmp_path, profile, 3, SimulatedBench())
+        return cfg.beta, cfg.lr, cfg.steps, cfg.warmup
+
+    default = PROFILES["default"]
+    assert values("flowpro") == values("flowpro", "dpo_sft") == (10.0, 2e-5, 300, 30)
+    assert values("dagger") == (default.beta, default.lr, default.steps, default.steps // 10)
+    recheck = {"chosen": "trial 8", "chosen_params": {"beta": 3, "lr": 1.2e-5, "steps": 800},
+               "total_successes": {"trial 8": 80, "profile": 60}, "bases": ["a", "b"], "rule": "most successes",
+               "scenes": {"split": "id", "first": 5050, "rollouts": 100}}
+    (sweep / "rpro_recheck.json").write_text(json.dumps(recheck))
+    assert values("flowpro") == (3.0, 1.2e-5, 800, 80)
+    record = selection_record(profile)["rpro"]
+    assert record["chosen"] == recheck["chosen_params"] and record["recheck_success"] == "80/200"
+    assert record["recheck_seeds"] == "[5050, 5150) id" and record["sweep"]["tuning_success"] == "22/50"
+    # no sweep: exactly the configuration (and run directory) of before
+    plain = method_config("usb", "flowpro", "rpro", 0, Path("base"), Path("demos"), tmp_path, default, 3,
+                          SimulatedBench())
+    assert (plain.beta, plain.lr, plain.steps) == (default.beta, default.lr, default.steps)
