@@ -73,7 +73,8 @@ def _main_real(args) -> int:
               "serial ports and calibration, the cameras (see hardware/xtrainer.example.json)", file=sys.stderr)
         return 2
     from hardware.config import load_robot_config
-    from hardware.run import BENCH_ERRORS, bench_error_message, evaluate_real
+    from hardware.errors import HardwareError
+    from hardware.run import bench_error_message, evaluate_real
 
     try:
         out = Path(args.out) if args.out else resolve_policy_dir(args.policy).parent / "eval_real.jsonl"
@@ -82,7 +83,7 @@ def _main_real(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except BENCH_ERRORS as e:  # the arms are stopped and the interrupted rollout logged (hardware.interrupted)
+    except HardwareError as e:  # the arms are stopped and the interrupted rollout logged (hardware.interrupted)
         print(bench_error_message(e), file=sys.stderr)
         return 3
     print(json.dumps({"task": args.task, "policy": str(args.policy), "backend": "real", **summarize(results)}))

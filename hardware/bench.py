@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from flowpro.benches import BenchStopped, register_bench
+from hardware.errors import HardwareError
 
 if TYPE_CHECKING:
     from flowpro.finetune import RPROConfig
@@ -61,12 +62,12 @@ class RealBench:
         """``python -m flowpro.collect --backend real``: one round's pairs by a human operator."""
         from envs.dataset import run_recording_command
         from hardware.config import load_robot_config
-        from hardware.run import BENCH_ERRORS, collect_real
+        from hardware.run import collect_real
 
         return run_recording_command(
             lambda: collect_real(load_robot_config(args.robot_config), args.policy, args.pairs, args.round_k,
                                  args.root, task=args.task, seed=args.seed, n_action_steps=args.n_action_steps),
-            args.root, "pairs", faults=BENCH_ERRORS)
+            args.root, "pairs", faults=(HardwareError,))
 
     def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict:
         from hardware.run import collect_real
@@ -133,9 +134,9 @@ class RealBench:
     @contextlib.contextmanager
     def _faults(self) -> Iterator[None]:
         """A fault of the bench stops the run with what to do next (the work done is saved)."""
-        from hardware.run import BENCH_ERRORS, bench_error_message
+        from hardware.run import bench_error_message
 
         try:
             yield
-        except BENCH_ERRORS as e:
+        except HardwareError as e:
             raise BenchStopped(bench_error_message(e)) from e

@@ -31,12 +31,13 @@ from typing import Protocol
 import numpy as np
 
 from envs.xtrainer import CAMERAS
+from hardware.errors import HardwareError
 
 ROTATED_CAMERAS = ("top", "right_wrist")  # SPEC §8: rotated by 180° by the X-Trainer software
 NATIVE_SIZE = (480, 640)  # (height, width) of the X-Trainer cameras
 
 
-class CameraError(RuntimeError):
+class CameraError(HardwareError, RuntimeError):
     """A camera could not be opened or stopped delivering frames; the message names the device."""
 
 

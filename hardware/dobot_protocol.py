@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hardware.errors import HardwareError
+
 # ----------------------------------------------------------------------------------- constants
 DASHBOARD_PORT = 29999
 MOTION_PORT = 30003  # V3 only; V4 carries motion commands on the dashboard port
@@ -51,7 +53,7 @@ def is_motion_command(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------- errors
-class DobotError(Exception):
+class DobotError(HardwareError):
     """A command the controller refused; ``command`` is the command text, ``error_id`` its ErrorID."""
 
     description = "error"

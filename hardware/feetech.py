@@ -30,6 +30,8 @@ import tty
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hardware.errors import HardwareError
+
 # Instructions.
 PING, READ, WRITE = 0x01, 0x02, 0x03
 BROADCAST_ID = 0xFE
@@ -47,7 +49,7 @@ GRIPPER_IDS = {"left": 21, "right": 22}
 STATUS_BITS = {0: "input voltage", 1: "angle sensor", 2: "overheating", 3: "overcurrent", 5: "overload"}
 
 
-class FeetechError(Exception):
+class FeetechError(HardwareError):
     """A servo transaction failed; the message names the servo ID and what was asked."""
 
 

@@ -37,6 +37,7 @@ from envs.geometry import ARMS
 from envs.rollout import StepRecord
 from envs.xtrainer import CAMERAS
 from flowpro.operator import Intervention
+from hardware.errors import OperatorTimeout
 from hardware.keys import KeySource
 from hardware.teleop import JointTeleoperator
 
@@ -113,7 +114,7 @@ class HumanOperator:
         while True:
             key = self._wait_key(c.confirm_keys, deadline)
             if key is None:
-                raise TimeoutError(f"the operator did not confirm the scene restore within {c.confirm_timeout_s} s")
+                raise OperatorTimeout(f"the operator did not confirm the scene restore within {c.confirm_timeout_s} s")
             misalignment = self._misalignment(follower)
             if misalignment is None:
                 break

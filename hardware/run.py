@@ -56,21 +56,16 @@ from envs.xtrainer import CAMERAS
 from flowpro.collect import PAIR_COLUMNS, Pair, RolloutProgress, intervention_rollout, pair_frames, save_rollback_sheet
 from flowpro.rollout import PolicyRunner, resolve_policy_dir
 from hardware.backend import RealXTrainer
-from hardware.cameras import CameraError
 from hardware.config import RobotConfig, load_robot_config, make_backend, make_leader
-from hardware.dobot_protocol import DobotError
-from hardware.feetech import FeetechError
+from hardware.errors import HardwareError, OperatorTimeout
 from hardware.human_operator import HumanOperator, HumanOperatorConfig
 from hardware.interrupted import (append_jsonl, interrupted_dir, interrupted_frames, interrupted_writer,
                                   record_interrupted_rollout, stop_then_flush)
 from hardware.keys import KeySource, StdinKeys
-from hardware.safety import SafetyError
 from hardware.teleop import JointTeleoperator
 
 REAL_ENV_STATE_DIM = 1  # width of the zero observation.environment_state placeholder in real pairs
 REAL_SPLIT = "real"  # the "split" of real-bench datasets (their marker refuses simulated pairs)
-# What ends a session on the bench with "check the bench and rerun" rather than a traceback.
-BENCH_ERRORS: tuple[type[BaseException], ...] = (SafetyError, DobotError, FeetechError, CameraError, TimeoutError)
 Log = Callable[[str], None]
 
 
@@ -178,7 +173,7 @@ def wait_for_start(backend: RealXTrainer, keys: KeySource, what: str, *, timeout
             return True
         elif key == KEYS.quit:
             return False
-    raise TimeoutError(f"the operator did not start {what} within {timeout_s} s")
+    raise OperatorTimeout(f"the operator did not start {what} within {timeout_s} s")
 
 
 class OperatorMarks:
@@ -435,7 +430,7 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
     except (ValueError, FileNotFoundError, DatasetMismatch) as e:
         print("\n".join([f"error: {e}", *getattr(e, "__notes__", [])]), file=sys.stderr)
         return 2
-    except BENCH_ERRORS as e:
+    except HardwareError as e:
         print(bench_error_message(e), file=sys.stderr)
         return 3
     except KeyboardInterrupt as e:

@@ -35,6 +35,7 @@ from envs.kinematics import ARM_SPECS, TOOL_OFFSET_M, ArmSpec, forward_kinematic
 from envs.xtrainer import J3_SIGN
 from hardware.dobot_client import DobotClient
 from hardware.dobot_protocol import DobotError
+from hardware.errors import HardwareError
 
 MAX_DOWNWARD_SPEED_M_S = 1.0  # SPEC §8: a downward tool speed above 1 m/s trips the X-Trainer
 FEEDBACK_TIMEOUT_S = 0.1  # SPEC/issue 8: stop when feedback is older than 100 ms
@@ -42,7 +43,7 @@ COMMAND_TIMEOUT_S = 0.5  # stop when the policy has sent nothing for this long w
 MAX_RAMP_STEPS = 100_000
 
 
-class SafetyError(Exception):
+class SafetyError(HardwareError):
     """Base of the safety layer's exceptions."""
 
 

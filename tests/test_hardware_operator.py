@@ -14,6 +14,7 @@ from flowpro.operator import Intervention
 from hardware.cameras import CameraRig, SyntheticSource
 from hardware.dobot_client import DobotConfig, StaleFeedbackError
 from hardware.emulator import XTrainerEmulator
+from hardware.errors import HardwareError
 from hardware.emulator_process import EmulatorProcess
 from hardware.human_operator import HumanOperator, HumanOperatorConfig, joints_to_action
 from hardware.keys import QueueKeys, ScriptedKeys, StdinKeys
@@ -135,8 +136,22 @@ def test_confirm_times_out_with_a_clear_error(bench, tmp_path):
     backend.reset()
     op = HumanOperator(ScriptedTeleoperator(np.zeros((1, 14)), relative=True), ScriptedKeys([]),
                        HumanOperatorConfig(frames_dir=str(tmp_path), confirm_timeout_s=0.1), log=lambda m: None)
-    with pytest.raises(TimeoutError, match="did not confirm the scene restore within 0.1 s"):
+    with pytest.raises(TimeoutError, match="did not confirm the scene restore within 0.1 s") as e:
         op.begin_correction(backend, Intervention(0, 0, "human", "operator"))
+    assert isinstance(e.value, HardwareError)  # a session ends on it as on any bench fault
+
+
+def test_every_bench_fault_derives_from_the_one_hardware_root():
+    """A session catches HardwareError alone (hardware/errors.py): every fault class of the drivers,
+    the safety layer, the cameras and the operator derives from it; other errors are bugs."""
+    from hardware import cameras, dobot_client, dobot_protocol, feetech, safety
+    from hardware.errors import OperatorTimeout
+
+    faults = [c for m in (cameras, dobot_client, dobot_protocol, feetech, safety) for c in vars(m).values()
+              if isinstance(c, type) and issubclass(c, Exception) and c.__module__ == m.__name__]
+    assert len(faults) >= 20 and all(issubclass(c, HardwareError) for c in faults), \
+        [c.__name__ for c in faults if not issubclass(c, HardwareError)]
+    assert issubclass(OperatorTimeout, TimeoutError) and not issubclass(ValueError, HardwareError)
 
 
 def test_rollback_keys_are_bounded_and_success_is_marked(bench, tmp_path):
