@@ -1,6 +1,6 @@
-"""Baselines on the FlowPRO data-collection protocol (SPEC §4): same SFT checkpoint, same rounds,
-oracle, schedule and evaluation as FlowPRO (:mod:`flowpro.finetune`); only the training data of a
-round and the loss differ. Each baseline is a :class:`flowpro.methods.Method`,
+"""Baselines on the FlowPRO data-collection protocol (docs/method.md §Baselines; paper App. I-J):
+same SFT checkpoint, same rounds, oracle, schedule and evaluation as FlowPRO (:mod:`flowpro.finetune`);
+only the training data of a round and the loss differ. Each baseline is a :class:`flowpro.methods.Method`,
 registered under its name when this package is imported (:func:`flowpro.methods.register_method`).
 
 - ``dagger``: positives (corrections) merged into ``D_SFT``, behaviour cloning on the aggregate.

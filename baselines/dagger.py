@@ -1,4 +1,4 @@
-"""DAgger and DAgger-Buffered (SPEC §4 baselines).
+"""DAgger and DAgger-Buffered (paper Eq. 23-25; docs/method.md §Baselines).
 
 Both keep only the positive halves of the pairs: the correction ``tau^w``, i.e. the Case-2
 samples (a state on ``tau^w`` and its chunk along ``tau^w``); the policy's own segments are
@@ -31,7 +31,7 @@ def positives(ds: Any) -> torch.utils.data.Subset:
 
 
 def bc_loss(policy, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-    """Behaviour cloning: the mean flow-matching loss on ``a^w`` (Eq. 3, SPEC §2)."""
+    """Behaviour cloning: the mean flow-matching loss on ``a^w`` (paper Eq. 3; docs/method.md §Flow matching)."""
     b = batch["action"].shape[0]
     loss = policy.per_sample_loss(batch, policy.sample_noise(b, generator), policy.sample_time(b, generator)).mean()
     return loss, {"loss": float(loss.detach()), "sft": float(loss.detach())}

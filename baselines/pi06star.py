@@ -1,4 +1,5 @@
-"""pi0.6* baseline: advantage-indicator conditioning, RECAP-style without a value function (SPEC §4).
+"""pi0.6* baseline: advantage-indicator conditioning, RECAP-style without a value function (paper Eq. 28-29;
+docs/method.md §Baselines).
 
 An indicator ``I`` is an extra conditioning input of the policy: states and chunks from
 ``tau^w`` (Case 2) and ``D_SFT`` get ``I = 1``, the policy's own chunks along ``tau^l`` (the

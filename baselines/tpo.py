@@ -1,4 +1,4 @@
-"""TPO baseline: trajectory-wise preferences, GRAPE-style, in the RPRO objective (SPEC §4;
+"""TPO baseline: trajectory-wise preferences, GRAPE-style, in the RPRO objective (docs/method.md §Baselines;
 paper Eq. 26-27).
 
 The reward of a trajectory is the sum of per-state implicit rewards,

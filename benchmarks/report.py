@@ -33,7 +33,8 @@ from benchmarks.stats import (
 
 NAMES = {"rpro": "FlowPRO (RPRO)", "dagger": "DAgger", "dagger_buffered": "DAgger-Buffered", "pi06star": "π0.6*",
          "tpo": "TPO", "sft": "SFT only", "base": "SFT base", "dpo": "Flow-DPO", "dpo_sft": "DPO+SFT", "pro": "PRO"}
-PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}  # SPEC §1, π0 base
+# The paper's final USB success rates, π0 base (docs/method.md §Reported results).
+PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}
 
 
 def _pooled(by_seed: dict, split: str) -> tuple[int, int, list[float], list[float]]:

@@ -78,7 +78,8 @@ class Profile:
     # JSON overrides of the policy config; observations bounded to +-5 after normalisation (docs/tuples.md)
     sft_model: str = '{"relative_actions": true, "input_bound": 5.0}'
     lr: float = 3e-5  # fine-tuning (cosine to lr / 4)
-    beta: float = 100.0  # SPEC §4 sweeps {100, 300, 1000, 3000}; 100 keeps |r| = O(1) for this small policy
+    # beta of the implicit reward (paper Eq. 4); untuned (docs/method.md §Defaults, results/usb/sweep/README.md)
+    beta: float = 100.0  # 100 keeps |r| = O(1) for this small policy
     ablations: bool = True  # the loss variants, one round (paper Fig. 4b)
     # Initial-state seeds (see seed_ranges): the report is computed on the test scenes, so nothing may be chosen
     # on them; hyperparameter sweeps (benchmarks/sweep.py) evaluate on the tuning scenes instead.
@@ -122,7 +123,8 @@ PROFILES = {
                      steps=3, batch_size=8, rollouts=1, ablations=False, tuning_rollouts=1),
 }
 NO_EXPERT = "no scripted expert on a real bench"
-PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}  # SPEC §1, base pi0
+# The paper's final USB success rates, base pi0 (docs/method.md §Reported results).
+PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}
 COLLECTION_ROLLOUTS_PER_PAIR = 20  # flowpro.collect.collect ends a round after 20 rollouts per pair asked for
 # The settings round-1 pairs depend on: runs that agree on them share their pairs (RPROConfig.shared_pairs).
 COLLECTION_FIELDS = ("task", "base", "pairs", "seed", "handback", "stall_s", "backend", "robot_config")

@@ -1,4 +1,4 @@
-"""Statistics for comparing success rates (SPEC §7).
+"""Statistics for comparing success rates (paper App. L; docs/method.md §Statistics).
 
 The benchmark reports binary rollout outcomes (success / failure) per cell
 (task × base policy × method × split), and compares methods as follows:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-# Headless rendering by default (SPEC §9); must be set before mujoco is first imported.
+# Headless rendering by default (docs/platform.md §Rendering); must be set before mujoco is first imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
 # Mesa's llvmpipe: rasterising small images in the calling thread is ~20 % faster than its
 # worker threads (measured at 3 x 96x96), and leaves the other core to a parallel rollout.

@@ -1,4 +1,5 @@
-"""End-effector control of the two arms: safety boxes, IK with mink, joint-step limits (SPEC §8, §9).
+"""End-effector control of the two arms: safety boxes, IK with mink, joint-step limits (docs/platform.md
+§Arms, §Safety limits, §IK).
 
 The controller works on a robot-only copy of the bench model, so the IK problem never sees
 task objects. It is deterministic: the same start joints and targets give the same solution,

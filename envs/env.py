@@ -1,4 +1,5 @@
-"""Gymnasium environment of the simulated X-Trainer with exact rollback (SPEC §2, §9).
+"""Gymnasium environment of the simulated X-Trainer with exact rollback (docs/method.md §Action representation;
+docs/platform.md §Exact rollback).
 
 Observations follow the gym-aloha / LeRobot convention: ``pixels`` (one image per camera)
 and ``agent_pos`` (the measured 20-dim end-effector pose, same layout as the action), plus
@@ -332,7 +333,8 @@ class XTrainerEnv(gym.Env):
                 raise RuntimeError(
                     "no OpenGL context for off-screen rendering: import `envs` before `mujoco`, or set "
                     "MUJOCO_GL=egl (or osmesa) in the environment; obs_mode='state' needs no rendering") from e
-            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0  # SPEC §9: shadows off for speed
+            # docs/platform.md §Rendering: shadows off for speed
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         renderer.update_scene(self.data, camera=self._camera_names[camera])
         return renderer.render()

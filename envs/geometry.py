@@ -1,4 +1,4 @@
-"""Rotation helpers and the 20-dim end-effector action layout (SPEC §2).
+"""Rotation helpers and the 20-dim end-effector action layout (docs/method.md §Action representation).
 
 Per arm a pose row is ``[x, y, z, r6 (6), gripper]``: position in metres (world frame in
 simulation), ``r6 = concat(R[:, 0], R[:, 1])`` (Zhou et al. 2019) and a gripper scalar

@@ -1,4 +1,4 @@
-"""Dobot Nova arm kinematics from the standard DH table (SPEC §8).
+"""Dobot Nova arm kinematics from the standard DH table (docs/platform.md §Arms).
 
 The MuJoCo model in :mod:`envs.xtrainer` is *built* from these parameters; the forward
 kinematics here is an independent reference used by tests and by the real-robot backend.

@@ -5,7 +5,7 @@ A backend is anything that can ``reset``, ``observe``, ``act`` (one control step
 implements it in simulation and ``hardware/`` implements it on the real X-Trainer, so
 evaluation, data collection and the operator code never ask which one they drive.
 
-Policies act in chunks (SPEC §2): the loop asks for an ``H``-step chunk, executes its first
+Policies act in chunks (docs/method.md §Flow matching): the loop asks for an ``H``-step chunk, executes its first
 ``n_action_steps`` actions and re-plans. :func:`rollout_batch` runs the same episodes on several
 backends in lock-step, so that one policy call serves every episode that re-plans.
 """

@@ -1,4 +1,5 @@
-"""MJCF model of the Dobot X-Trainer bench, authored from primitives (SPEC §8, §9).
+"""MJCF model of the Dobot X-Trainer bench, authored from primitives (docs/platform.md §Arms, §Bench layout,
+§Cameras, §MuJoCo).
 
 Two Nova arms are built link by link from the DH table of :mod:`envs.kinematics`, so the
 model's tool site matches the DH chain by construction (and a test checks it). Every link
@@ -44,7 +45,7 @@ class BenchConfig:
     max_render_size: tuple[int, int] = (640, 480)
     # Finger position servo. The default is a soft servo that holds a grasped part with the spring
     # force of its position error. A force-clamped stiff servo (e.g. finger_kp=3000,
-    # finger_force_n=12), closer to the Feetech at its 30 % torque limit (SPEC §8), also lets the
+    # finger_force_n=12), closer to the Feetech at its 30 % torque limit (docs/platform.md §Grippers), also lets the
     # scripted expert succeed (100/100 ID, 99/100 OOD), but a base trained on its demonstrations
     # scored no better (results/usb/explore/README.md), so the default stays where the committed
     # results were made.

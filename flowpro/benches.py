@@ -1,4 +1,4 @@
-"""Where the FlowPRO rounds run: in simulation or on the real X-Trainer (SPEC §1, §8).
+"""Where the FlowPRO rounds run: in simulation or on the real X-Trainer (docs/method.md §Pipeline; docs/platform.md).
 
 A round collects intervention-and-rollback pairs with the current policy and evaluates the
 fine-tuned one; :func:`flowpro.finetune.run_rounds` asks a :class:`Bench` for both and does

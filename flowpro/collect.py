@@ -1,4 +1,4 @@
-"""Intervention-and-rollback data collection (paper §3.3 and Algorithm 2; SPEC §1).
+"""Intervention-and-rollback data collection (paper §3.3 and Algorithm 2; docs/method.md §Pipeline).
 
     python -m flowpro.collect --task usb --policy runs/usb/sft_xxx --pairs 30 --round 1 --root data/usb/pairs_r1
 

@@ -2,9 +2,9 @@
 
 - :class:`ChunkDataset`: demonstrations (``D_SFT``): the observation at frame ``t`` and the
   action chunk ``a[t : t + H]`` (padded past the episode end by holding the last action,
-  ``action_is_pad`` marks the padding; SPEC §5).
+  ``action_is_pad`` marks the padding; docs/method.md §Padding).
 - :class:`PreferenceDataset`: the per-state tuples ``(s, a^w, a^l, mask, source)`` of the pairs
-  of one collection round (SPEC §5 Cases 1-2), ``a^w`` under ``action`` and ``a^l`` under
+  of one collection round (docs/method.md §Preference tuples, Cases 1-2), ``a^w`` under ``action`` and ``a^l`` under
   ``action_l``. A demonstration sample is the Case-3 identical pair (``action_l`` absent means
   ``a^l = a^w``).
 
@@ -104,7 +104,8 @@ class EpisodeFrames(torch.utils.data.Dataset):
             raise ValueError(f"dataset {self.root} does not match the policy config: " + "; ".join(problems))
 
     def _relative_action_stats(self) -> dict[str, torch.Tensor]:
-        """Mean/std of every chunk step relative to its state, over all frames (SPEC §2 layout)."""
+        """Mean/std of every chunk step relative to its state, over all frames (docs/method.md
+        §Action representation)."""
         n, h = len(self.state), self.config.chunk_size
         idx = torch.minimum(torch.arange(n)[:, None] + torch.arange(h), self.episode_end[:, None] - 1)
         rel = to_relative(self.action[idx], self.state).reshape(-1, self.action.shape[-1])
@@ -134,8 +135,8 @@ class ChunkDataset(EpisodeFrames):
 class PreferenceDataset(EpisodeFrames):
     """The preference tuples of one pair dataset (written by :mod:`flowpro.collect`).
 
-    Tuples are built once at load time (Smooth Interpolation, SPEC §5); ``source`` says whether
-    the state lies on ``tau^l`` (Case 1) or ``tau^w`` (Case 2). Pairs whose ``tau^l`` is not
+    Tuples are built once at load time (Smooth Interpolation, docs/method.md §Preference tuples);
+    ``source`` says whether the state lies on ``tau^l`` (Case 1) or ``tau^w`` (Case 2). Pairs whose ``tau^l`` is not
     longer than ``H`` give no Case-1 tuples: they are counted in ``short_pairs`` and warned about.
     ``max_bridge_gap`` keeps only Case-1 states within that distance of the correction
     (:func:`flowpro.tuples.build_pair_tuples`).

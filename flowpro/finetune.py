@@ -1,5 +1,5 @@
 """FlowPRO stage 2: rounds of intervention-and-rollback and preference fine-tuning (paper
-Algorithm 2; SPEC §1, §3, §4, §6).
+Algorithm 2; docs/method.md §Pipeline, §Losses, §Batch mixing).
 
     python -m flowpro.train rpro --task usb --base runs/usb/sft_xxx --rounds 3 --out runs/usb/rpro
     python -m flowpro.train rpro --task usb --base runs/usb/sft_real --rounds 3 --out runs/usb/rpro_real \
@@ -57,7 +57,7 @@ class RPROConfig:
     lambda_sft: float = 1.0
     reg_weight: float = 1.0
     reference: str = "previous"  # "previous": the policy at the round's start; "sft": always the base
-    pairs: str = "30,30,30"  # pairs per round (SPEC §6, USB); the last number repeats
+    pairs: str = "30,30,30"  # pairs per round (paper App. G, USB: docs/method.md §Training schedule); the last repeats
     steps: int = 1000  # fine-tuning steps per round
     batch_size: int = 32
     lr: float = 3e-5
@@ -151,7 +151,7 @@ class RewardHacking(RuntimeError):
 
 
 class RewardHackingMonitor:
-    """Watches running means of the implicit rewards (SPEC §4: healthy RPRO keeps |r| = O(1);
+    """Watches running means of the implicit rewards (docs/method.md §Diagnostics: healthy RPRO keeps |r| = O(1);
     Flow-DPO collapses with r_w << 0, DPO+SFT lets r_l run away)."""
 
     def __init__(self, r_w_min: float, r_l_min: float, momentum: float = 0.95):

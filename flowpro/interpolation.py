@@ -1,7 +1,7 @@
-"""Smooth Interpolation (paper §3.4, App. C-E; SPEC §5): synthetic positive chunks that bridge
-from a state on the policy's failing segment to the human correction.
+"""Smooth Interpolation (paper §3.4, App. C-E; docs/method.md §Preference tuples): synthetic
+positive chunks that bridge from a state on the policy's failing segment to the human correction.
 
-Rows are 20-dim poses (SPEC §2): per arm ``[x, y, z, r6, gripper]``.
+Rows are 20-dim poses (docs/method.md §Action representation): per arm ``[x, y, z, r6, gripper]``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ W_GRIP = 0.2  # weight of the normalised gripper difference
 
 
 def pose_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """SPEC §5 distance ``||p - p'|| + 0.5 d_geo(R, R') + 0.2 |g - g'|``, summed over both arms.
+    """The distance of paper App. C (Eq. 22), ``||p - p'|| + 0.5 d_geo(R, R') + 0.2 |g - g'|``, summed over
+    both arms (docs/method.md §Distance).
 
     Broadcasts over leading dimensions: ``a`` [..., 20] against ``b`` [..., 20].
     """
@@ -53,7 +54,7 @@ def bezier(controls: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def smooth_interpolate(start: np.ndarray, target_chunk: np.ndarray, m: int) -> np.ndarray:
-    """The synthetic positive chunk ``a^w`` (SPEC §5, Case 1, steps 3-4).
+    """The synthetic positive chunk ``a^w`` (paper App. D; docs/method.md §Case 1, steps 3-4).
 
     ``start`` is the pose at ``M`` (one 20-dim row), ``target_chunk`` the next ``H`` rows of
     ``tau^w`` from the closest point ``J``. Rows ``m .. H-1`` are the target's rows (so the

@@ -1,4 +1,5 @@
-"""The RPRO loss family (SPEC §3-4; paper Eq. 2-6 and App. A, Eq. 30-34).
+"""The RPRO loss family (paper Eq. 2-6 and App. A, Eq. 30-34; docs/method.md §Implicit reward,
+§Losses).
 
 Every loss is a pure function of the four per-sample flow-matching losses ``l_theta_w``,
 ``l_theta_l``, ``l_ref_w``, ``l_ref_l`` (each [B], paper Eq. 3), evaluated with one shared
@@ -64,7 +65,7 @@ def regulariser_term(r_w: Tensor, r_l: Tensor) -> Tensor:
 
 def term_weights(name: str, lambda_pro: float = 1.0, lambda_sft: float = 1.0, reg_weight: float = 1.0
                  ) -> dict[str, float]:
-    """The terms each loss of SPEC §4 sums, with their weights: the one definition of the family."""
+    """The terms each loss of docs/method.md §Losses sums, with their weights: the one definition of the family."""
     table = {
         "sft": {"sft": 1.0},  # Eq. 30
         "dpo": {"contrastive": 1.0},  # Eq. 2/31

@@ -1,11 +1,11 @@
-"""What differs between FlowPRO and its baselines on the same rounds (SPEC §4): the :class:`Method`
+"""What differs between FlowPRO and its baselines on the same rounds (docs/method.md §Baselines): the :class:`Method`
 (buffers, mixing ratios, preparation of the policy, the loss of one batch), with FlowPRO's own as
 the base class, and the registry the methods enter with :func:`register_method`.
 
 The baselines (:mod:`baselines`) build on this module and register themselves; the rounds of
 :mod:`flowpro.finetune` look a method up by name (:func:`get_method`) and never import them.
 :func:`preference_losses` is the step they share: the four flow-matching losses of a batch of
-tuples with one noise and time draw (SPEC §3).
+tuples with one noise and time draw (docs/method.md §Shared draws).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def select_rows(batch: dict[str, Any], idx: Tensor) -> dict[str, Any]:
 def _chunk_losses(model: FlowPolicy, batch: dict[str, Any], noise: Tensor, t: Tensor, differ: Tensor
                   ) -> tuple[Tensor, Tensor]:
     """``l(s, a^w)`` and ``l(s, a^l)`` with the observation encoded once; ``a^l`` is scored only
-    where it differs from ``a^w`` (identical pairs reuse ``l(s, a^w)``: exactly equal, SPEC §3),
+    where it differs from ``a^w`` (identical pairs reuse ``l(s, a^w)``: exactly equal, docs/method.md §Shared draws),
     in the same action-expert pass as the ``a^w`` chunks."""
     enc = model.encode(batch)
     if not differ.any():
@@ -65,7 +65,7 @@ def _chunk_losses(model: FlowPolicy, batch: dict[str, Any], noise: Tensor, t: Te
 def preference_losses(policy: FlowPolicy, reference: FlowPolicy, batch: dict[str, Any],
                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``l_theta_w, l_theta_l, l_ref_w, l_ref_l`` of a batch of tuples with one ``(eps, t)`` draw
-    per tuple shared by all four evaluations (SPEC §3); the reference runs without autograd."""
+    per tuple shared by all four evaluations (docs/method.md §Shared draws); the reference runs without autograd."""
     a_w = batch[ACTION]
     a_l = batch.get(ACTION_L, a_w)
     batch = {**batch, ACTION_L: a_l}
@@ -124,13 +124,13 @@ class Method:
         return out
 
     def ratios(self, k: int, buffers: dict[str, Any]) -> dict[str, float]:
-        """SPEC §6: 80/20 in round 1, 70/15/15 after, or ``cfg.sft_share`` from ``D_SFT`` (only the
-        buffers that exist)."""
+        """docs/method.md §Batch mixing (paper §3.4): 80/20 in round 1, 70/15/15 after, or
+        ``cfg.sft_share`` from ``D_SFT`` (only the buffers that exist)."""
         return {name: r for name, r in round_ratios(k, self.cfg.sft_share).items() if name in buffers}
 
     def batch_loss(self, policy: FlowPolicy, reference: FlowPolicy | None, batch: dict[str, Any],
                    generator: torch.Generator, log_terms: bool) -> tuple[Tensor, dict[str, float], dict[str, Tensor]]:
-        """FlowPRO: the chosen loss of the RPRO family on preference tuples (SPEC §4)."""
+        """FlowPRO: the chosen loss of the RPRO family on preference tuples (docs/method.md §Losses)."""
         c = self.cfg
         weights = dict(beta=c.beta, lambda_pro=c.lambda_pro, lambda_sft=c.lambda_sft, reg_weight=c.reg_weight)
         losses = preference_losses(policy, reference, batch, generator)

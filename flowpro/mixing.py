@@ -1,4 +1,4 @@
-"""Fixed-ratio mini-batch mixing over FlowPRO's three buffers (paper §3.5; SPEC §6).
+"""Fixed-ratio mini-batch mixing over FlowPRO's three buffers (paper §3.4 and App. G; docs/method.md §Batch mixing).
 
 Every mini-batch holds the same number of samples from each buffer: round 1 draws
 ``D^1_pref : D_SFT = 80 : 20``; rounds >= 2 draw ``D^k_pref : D^{<k}_pref : D_SFT = 70 : 15 : 15``.

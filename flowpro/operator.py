@@ -1,4 +1,4 @@
-"""Intervention-and-rollback operators (paper §3.3; SPEC §1, round step 1).
+"""Intervention-and-rollback operators (paper §3.3; docs/method.md §Pipeline, round step 1).
 
 An operator watches the current policy act, decides *whether* to intervene and *how far* to roll
 back (``k_back``), then supplies the correction from the rollback state until it hands control

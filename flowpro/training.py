@@ -154,7 +154,7 @@ def fit(cfg: OptimSettings, out: Path, policy: FlowPolicy, gen: torch.Generator,
                     group["lr"] = lr_at(step, cfg)
                 optim.zero_grad(set_to_none=True)
                 stats = {"loss": o.loss.item(), **o.stats}
-                if log:  # per-term gradient norms (docs/method.md: what to log)
+                if log:  # per-term gradient norms (docs/method.md §Diagnostics)
                     for name, term in o.terms.items():
                         grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
                         stats[f"grad_{name}"] = float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None)))

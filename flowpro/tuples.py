@@ -1,10 +1,11 @@
-"""Per-state preference tuples ``(s, a^w, a^l)`` from one intervention pair (SPEC §5).
+"""Per-state preference tuples ``(s, a^w, a^l)`` from one intervention pair (paper §3.4, App. C-E;
+docs/method.md §Preference tuples).
 
 Inputs are one pair's trajectories as arrays: the measured 20-dim poses at each frame
 (``observation.state``) and the commanded 20-dim actions. ``tau^l`` is the policy's executed
 segment from the rollback state to the intervention; ``tau^w`` the correction from the same
 state. Outputs are plain arrays the trainer can stream: which trajectory and frame the state
-comes from, ``a^w``, ``a^l`` and one padding mask shared by both chunks (shared draws, SPEC §3).
+comes from, ``a^w``, ``a^l`` and one padding mask shared by both chunks (docs/method.md §Shared draws).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SOURCE_L, SOURCE_W = "l", "w"  # SFT states (Case 3) come from flowpro.data.Chun
 
 def chunk_at(actions, i: int, h: int, end: int | None = None):
     """``actions[i : i + h]``, padded past ``end`` (default: the trajectory's end) by holding the
-    last action; returns ``(chunk, pad)`` with ``pad`` True on padded steps (SPEC §5). Works on
+    last action; returns ``(chunk, pad)`` with ``pad`` True on padded steps (docs/method.md §Padding). Works on
     numpy arrays and torch tensors alike."""
     n = len(actions) if end is None else end
     if not 0 <= i < n:

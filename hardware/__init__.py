@@ -1,4 +1,4 @@
-"""The real Dobot X-Trainer backend (--backend real) and its loopback emulator (SPEC §8, issue 8).
+"""The real Dobot X-Trainer backend (--backend real) and its loopback emulator (docs/platform.md, issue 8).
 
 - :mod:`hardware.dobot_protocol`: commands, streaming reply parser, ErrorID exceptions, feedback packets.
 - :mod:`hardware.dobot_client`: dashboard / motion / feedback connections of one controller (V3, V4).
@@ -10,7 +10,8 @@
   (rollback = drive back along the recorded joint path).
 - :mod:`hardware.keys`, :mod:`hardware.teleop`, :mod:`hardware.human_operator`: the human operator of the
   intervention-and-rollback collection (keys, leader arms, the rollback frame).
-- :mod:`hardware.lerobot_robot`: ``XTrainerRobot`` / ``XTrainerLeader`` under LeRobot's contracts (SPEC §10),
+- :mod:`hardware.lerobot_robot`: ``XTrainerRobot`` / ``XTrainerLeader`` under LeRobot's contracts
+  (docs/platform.md §LeRobot),
   also reachable as ``hardware.XTrainerRobot`` / ``hardware.XTrainerLeader`` (imported on first use), which
   is where LeRobot's ``make_robot_from_config`` looks for them; the plugin package ``lerobot_robot_xtrainer``
   (this project's distribution name) makes ``lerobot-record`` / ``lerobot-teleoperate`` find them.

@@ -1,4 +1,4 @@
-"""The real X-Trainer as a :class:`envs.rollout.Backend` (``--backend real``; SPEC §8, issue 8).
+"""The real X-Trainer as a :class:`envs.rollout.Backend` (``--backend real``; docs/platform.md, issue 8).
 
 :class:`RealXTrainer` drives the two Dobot arms (through :mod:`hardware.safety`, never around it)
 and the two Feetech grippers, and speaks the simulator's observation and action layout:
@@ -18,7 +18,7 @@ and the two Feetech grippers, and speaks the simulator's observation and action 
   target at the control rate, so the safety layer's 0.5 s command watchdog does not trip while a
   policy computes its next chunk; a policy silent for more than ``max_hold_s`` still trips it.
 - **Faults**: any error while acting stops *both* arms before it propagates.
-- **Rollback** (a :class:`envs.rollout.RollbackBackend`, SPEC §8 and issue 8 item 6): the measured
+- **Rollback** (a :class:`envs.rollout.RollbackBackend`, issue 8 item 6): the measured
   14-D joints are recorded after ``reset`` and every step; :meth:`RealXTrainer.snapshot` is just an
   index into that joint path (cheap: the collection loop takes one per step) and
   :meth:`RealXTrainer.restore` drives both arms back along the recorded path to it, through the
@@ -407,7 +407,7 @@ class RealXTrainer:
 
 def tool_pose_row(cfg: BenchConfig, q: Mapping[str, np.ndarray], grip: Mapping[str, float]) -> np.ndarray:
     """20-dim world-frame tool pose of both arms' joints ``q`` (rad) through the DH chain the MuJoCo
-    model is built from (SPEC §8), in the simulator's ``agent_pos`` layout."""
+    model is built from (docs/platform.md §Arms), in the simulator's ``agent_pos`` layout."""
     row = np.empty(ACTION_DIM)
     for arm in ARMS:
         base_pos, base_R = cfg.base_pose(arm)

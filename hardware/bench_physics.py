@@ -1,4 +1,5 @@
-"""The simulator's MuJoCo model of the X-Trainer, stepped in real time behind the emulators (SPEC §8, §9).
+"""The simulator's MuJoCo model of the X-Trainer, stepped in real time behind the emulators
+(docs/platform.md §Protocol, §MuJoCo).
 
 :class:`BenchPhysics` holds one model of the whole bench, both arms and both grippers, built by
 :func:`envs.xtrainer.build_xml` exactly as the simulator builds it (no task scene unless one is
@@ -41,7 +42,7 @@ from envs.xtrainer import FINGER_TRAVEL_M, BenchConfig, SceneFragment, build_xml
 # simulation skips ahead instead (counted in ``skipped_s``).
 MAX_CATCH_UP_S = 0.5
 
-# The real grippers are Feetech position servos run at a 30 % torque limit (SPEC §8): stiff until
+# The real grippers are Feetech position servos run at a 30 % torque limit (docs/platform.md §Grippers): stiff until
 # the force limit, then pressing with that force. The simulator's default finger servo is soft
 # (envs.xtrainer.BenchConfig); the emulator stands in for the hardware, so it clamps.
 FEETECH_FINGER_KP = 3000.0

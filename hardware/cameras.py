@@ -1,6 +1,6 @@
-"""The X-Trainer's three RGB cameras as the real backend's image source (SPEC §8).
+"""The X-Trainer's three RGB cameras as the real backend's image source (docs/platform.md §Cameras).
 
-SPEC §8: top + left-wrist + right-wrist cameras, 640×480; the X-Trainer's own software rotates
+docs/platform.md §Cameras: top + left-wrist + right-wrist cameras, 640×480; the X-Trainer's own software rotates
 the **top and right-wrist** images by 180° (:data:`ROTATED_CAMERAS`), and the policies are trained
 on images resized to their resolution (``image_size`` = (height, width), as in the simulator).
 
@@ -33,7 +33,7 @@ import numpy as np
 from envs.xtrainer import CAMERAS
 from hardware.errors import HardwareError
 
-ROTATED_CAMERAS = ("top", "right_wrist")  # SPEC §8: rotated by 180° by the X-Trainer software
+ROTATED_CAMERAS = ("top", "right_wrist")  # docs/platform.md §Cameras: rotated by 180° by the X-Trainer software
 NATIVE_SIZE = (480, 640)  # (height, width) of the X-Trainer cameras
 
 
@@ -185,7 +185,8 @@ def make_source(spec: int | str, width: int = 640, height: int = 480, fps: float
 
 
 def to_policy_image(img: np.ndarray, *, rotate: bool, size: tuple[int, int] | None) -> np.ndarray:
-    """Rotate by 180° (top and right-wrist cameras, SPEC §8) and resize to ``size`` = (height, width)."""
+    """Rotate by 180° (top and right-wrist cameras, docs/platform.md §Cameras) and resize to
+    ``size`` = (height, width)."""
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {img.shape} dtype {img.dtype}")
@@ -245,7 +246,7 @@ class _LatestFrame:
 
 
 class CameraRig:
-    """The X-Trainer's cameras: ``rig()`` → ``{camera: image}`` rotated and resized (SPEC §8).
+    """The X-Trainer's cameras: ``rig()`` → ``{camera: image}`` rotated and resized (docs/platform.md §Cameras).
 
     ``threaded=True`` reads every source on its own thread and returns the newest frames,
     refusing any older than ``max_age_s``; ``threaded=False`` reads each source in the call.

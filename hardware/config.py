@@ -1,4 +1,4 @@
-"""The robot configuration file of the real X-Trainer (``--backend real``; SPEC §8, issue 8).
+"""The robot configuration file of the real X-Trainer (``--backend real``; docs/platform.md, issue 8).
 
 One JSON file says where every part of the bench is: both Dobot controllers (address, firmware
 flavour, ports), both Feetech grippers (serial port, servo ID, calibration file), the three cameras,
@@ -14,7 +14,7 @@ Schema (keys starting with ``_`` are comments and ignored; any other unknown key
       "arms": {                                   # required: both arms
         "left":  {"host": "192.168.5.1",          # required: controller address
                   "firmware": "auto",             # "v3" | "v4" | "auto" (default: auto-detect)
-                  "dashboard_port": 29999,        # defaults: the standard ports (SPEC §8);
+                  "dashboard_port": 29999,        # defaults: the standard ports (docs/platform.md §Protocol);
                   "motion_port": 30003,           #   motion_port is V3 only (V4 moves on 29999)
                   "feedback_port": 30004,
                   "timeout_s": 2.0},              # per request (optional)
@@ -93,7 +93,7 @@ class GripperConfig:
 
 @dataclass(frozen=True)
 class SafetyConfig:
-    """Safety overrides (SPEC §8); each may only tighten the safety layer's limits."""
+    """Safety overrides (docs/platform.md §Safety limits); each may only tighten the safety layer's limits."""
 
     speed_percent: int = 20
     max_joint_step_rad: float = MAX_JOINT_STEP_RAD
@@ -421,9 +421,9 @@ def _open_grippers(grippers: Mapping[str, GripperConfig], resources: list[Any]) 
 
 def make_backend(config: RobotConfig, image_size: tuple[int, int] | None = None, *, task_description: str = "",
                  time_limit_s: float | None = None) -> RealXTrainer:
-    """The connected real backend of ``config`` (SPEC §8): both arms started up, grippers at their torque
-    limit, cameras open and resized to ``image_size`` = (h, w) (native size when None). ``close()``
-    releases everything, serial ports and cameras included."""
+    """The connected real backend of ``config`` (docs/platform.md §Protocol): both arms started up,
+    grippers at their torque limit, cameras open and resized to ``image_size`` = (h, w) (native size
+    when None). ``close()`` releases everything, serial ports and cameras included."""
     resources: list[Any] = []
     try:
         grippers = _open_grippers(config.grippers, resources)

@@ -1,4 +1,4 @@
-"""Client for one Dobot Nova controller over TCP/IP: dashboard, motion and feedback (SPEC §8).
+"""Client for one Dobot Nova controller over TCP/IP: dashboard, motion and feedback (docs/platform.md §Protocol).
 
 - **Ports**: V3 firmware takes dashboard commands on 29999 and motion commands (``ServoJ``...)
   on 30003; V4 takes both on 29999. Feedback is read from 30004 in both. ``firmware="auto"``
@@ -347,7 +347,7 @@ class DobotClient:
         return self._channel(command).request(command, timeout_s)
 
     def servo_j(self, q_deg: Sequence[float], t: float = 0.03, lookahead_time: float = 50, gain: float = 500) -> None:
-        """Stream one ``ServoJ`` without waiting for a reply (SPEC §8)."""
+        """Stream one ``ServoJ`` without waiting for a reply (docs/platform.md §Protocol)."""
         command = dp.servoj_command(q_deg, t, lookahead_time, gain)
         self._channel(command).send(command)
 
@@ -383,7 +383,7 @@ class DobotClient:
 
     # ------------------------------------------------------------------ sequences
     def recover(self) -> None:
-        """RobotMode 9 → ``ClearError()`` + ``EnableRobot()`` when allowed (SPEC §8)."""
+        """RobotMode 9 → ``ClearError()`` + ``EnableRobot()`` when allowed (docs/platform.md §Protocol)."""
         fb = self.feedback()
         if not fb.in_error:
             return
@@ -395,7 +395,7 @@ class DobotClient:
                       self.config.timeout_s, "EnableRobot() after ClearError()")
 
     def start_up(self) -> None:
-        """The X-Trainer start-up sequence (SPEC §8), recovering from error mode first."""
+        """The X-Trainer start-up sequence (docs/platform.md §Protocol), recovering from error mode first."""
         c = self.config
         self.recover()
         self.request("EnableRobot")

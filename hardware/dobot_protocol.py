@@ -1,6 +1,7 @@
-"""Dobot TCP/IP protocol (V3 firmware >= 3.5, and V4): commands, replies, errors, feedback (SPEC §8).
+"""Dobot TCP/IP protocol (V3 firmware >= 3.5, and V4): commands, replies, errors, feedback (docs/platform.md §Protocol,
+§Feedback packet).
 
-Wire format, as SPEC §8 states it:
+Wire format (docs/platform.md §Protocol, §Feedback packet):
 
 - A command is ASCII ``Name(p1,p2,...)`` with **no terminator**: a message ends at its closing
   parenthesis, several may share one TCP segment and one may be split across segments, so both
@@ -35,7 +36,7 @@ TEST_VALUE = 0x0123456789ABCDEF
 TEST_VALUE_OFFSET = 48
 TEST_VALUE_BYTES = TEST_VALUE.to_bytes(8, "little")
 
-# RobotMode values (SPEC §8).
+# RobotMode values (docs/platform.md §Protocol).
 MODE_INIT, MODE_BRAKE_OPEN, MODE_DISABLED, MODE_ENABLED = 1, 2, 4, 5
 MODE_DRAG, MODE_RUNNING, MODE_ERROR, MODE_PAUSE = 6, 7, 9, 10
 ROBOT_MODES = {1: "init", 2: "brake open", 4: "disabled", 5: "enabled", 6: "drag", 7: "running",
@@ -48,7 +49,7 @@ MOTION_COMMANDS = frozenset({"servoj", "servop", "movj", "movl", "jointmovj", "m
 
 
 def is_motion_command(name: str) -> bool:
-    """True for commands that V3 firmware takes on port 30003 (SPEC §8)."""
+    """True for commands that V3 firmware takes on port 30003 (docs/platform.md §Protocol)."""
     return name.lower() in MOTION_COMMANDS
 
 
@@ -131,7 +132,8 @@ _FIXED_ERRORS: dict[int, type[DobotError]] = {
 
 
 def error_for(error_id: int, command: str) -> DobotError:
-    """The exception for a non-zero ErrorID of ``command`` (SPEC §8: −3000N type, −4000N range)."""
+    """The exception for a non-zero ErrorID of ``command`` (docs/platform.md §Protocol: −3000N type,
+    −4000N range)."""
     if error_id in _FIXED_ERRORS:
         return _FIXED_ERRORS[error_id](command, error_id)
     if -39999 <= error_id <= -30001:
@@ -173,7 +175,7 @@ def format_command(name: str, *args: object, **kwargs: object) -> str:
 
 def servoj_command(q_deg: Sequence[float], t: float = 0.03, lookahead_time: float = 50,
                    gain: float = 500) -> str:
-    """``ServoJ(j1..j6 deg, t=..., lookahead_time=..., gain=...)`` (SPEC §8)."""
+    """``ServoJ(j1..j6 deg, t=..., lookahead_time=..., gain=...)`` (docs/platform.md §Protocol)."""
     q = [float(x) for x in q_deg]
     if len(q) != 6:
         raise ValueError(f"ServoJ needs 6 joint values, got {len(q)}")
@@ -396,7 +398,8 @@ class ReplyParser:
 
 
 # ----------------------------------------------------------------------------------- feedback
-# (name, numpy format, byte offset) at the SPEC §8 offsets; the rest of the 1440 bytes is padding.
+# (name, numpy format, byte offset) at the offsets of docs/platform.md §Feedback packet; the rest of
+# the 1440 bytes is padding.
 _FEEDBACK_FIELDS: tuple[tuple[str, str, int], ...] = (
     ("message_size", "<u2", 0),
     ("digital_inputs", "<u8", 8),

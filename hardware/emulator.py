@@ -1,4 +1,4 @@
-"""Loopback emulator of the X-Trainer's two Dobot Nova controllers (SPEC §8).
+"""Loopback emulator of the X-Trainer's two Dobot Nova controllers (docs/platform.md §Protocol).
 
 ``python -m hardware.emulator`` serves the Dobot TCP/IP protocol for both arms, by default the
 left arm on 127.0.0.1 and the right arm on 127.0.0.2, each on the standard ports 29999 (dashboard),
@@ -510,7 +510,8 @@ class ArmEmulator:
         return np.rad2deg(q), np.rad2deg(qd)
 
     def _tool_offset(self) -> float:
-        """The selected tool's offset along the flange z axis (m); SPEC §8 uses {0,0,197,0,0,0}."""
+        """The selected tool's offset along the flange z axis (m); the start-up sets {0,0,197,0,0,0}
+        (docs/platform.md §Protocol)."""
         return self.state.tools.get(self.state.tool_index, (0.0,) * 6)[2] / 1000.0
 
     def _tool_pose(self) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Feetech STS/SMS serial-bus servos driving the X-Trainer grippers (SPEC §8).
+"""Feetech STS/SMS serial-bus servos driving the X-Trainer grippers (docs/platform.md §Grippers).
 
 The grippers are not on the Dobot controller: each is one Feetech STS/SMS servo behind its own
 USB–RS485 adapter at 1 Mbaud, ID 21 (left) / 22 (right).
@@ -11,7 +11,7 @@ Protocol (Feetech STS/SMS memory-table protocol):
 - two-byte registers little-endian; positions use bit 15 as the sign, the load bit 10 as the
   direction (magnitude in 0.1 % of the maximum torque).
 
-Registers used (SPEC §8): torque enable 40; goal block written as 7 bytes from 41 (acceleration,
+Registers used (docs/platform.md §Grippers): torque enable 40; goal block written as 7 bytes from 41 (acceleration,
 goal position 42–43, goal time, goal speed); torque limit 48 (set to 300 = 30 % at start-up);
 present position 56–57; present load 60–61.
 
@@ -43,7 +43,7 @@ GOAL_BLOCK = (41, 7)  # acceleration, goal position, goal time, goal speed
 TORQUE_LIMIT = (48, 2)
 PRESENT_POSITION = (56, 2)
 PRESENT_LOAD = (60, 2)
-DEFAULT_TORQUE_LIMIT = 300  # 30 % (SPEC §8)
+DEFAULT_TORQUE_LIMIT = 300  # 30 % (docs/platform.md §Grippers)
 BAUDRATE = 1_000_000
 GRIPPER_IDS = {"left": 21, "right": 22}
 STATUS_BITS = {0: "input voltage", 1: "angle sensor", 2: "overheating", 3: "overcurrent", 5: "overload"}

@@ -1,4 +1,4 @@
-"""A Feetech STS/SMS gripper servo emulated on a pseudo-terminal (SPEC §8).
+"""A Feetech STS/SMS gripper servo emulated on a pseudo-terminal (docs/platform.md §Grippers).
 
 :class:`FeetechServoEmulator` opens a pty pair and answers the STS/SMS protocol on its master side
 from a 256-byte memory table; clients open :attr:`FeetechServoEmulator.path` like the real
@@ -48,7 +48,7 @@ class FeetechServoEmulator:
             raise ValueError(f"unknown arm {self.arm!r} for servo {servo_id}; valid: {', '.join(ft.GRIPPER_IDS)}")
         self.cal = calibration or ft.DEFAULT_CALIBRATION[self.arm]
         self.physics = physics or BenchPhysics()
-        # Force at 100 % torque: the model's finger force limit is the gripper at 30 % (SPEC §8).
+        # Force at 100 % torque: the model's finger force limit is the gripper at 30 % (docs/platform.md §Grippers).
         self.full_force_n = self.physics.cfg.finger_force_n * 1000 / ft.DEFAULT_TORQUE_LIMIT
         self.memory = bytearray(256)
         self.memory[5] = servo_id

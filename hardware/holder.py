@@ -1,4 +1,4 @@
-"""Keep a held target streaming while the policy thinks (SPEC §8 rates; issue 8 watchdog).
+"""Keep a held target streaming while the policy thinks (docs/platform.md §Rates; issue 8 watchdog).
 
 The safety layer's command watchdog stops an arm whose ServoJ stream goes silent for
 ``command_timeout_s`` (0.5 s) while it is engaged. The rollout loop sends nothing while a policy

@@ -9,7 +9,7 @@
    ``t + 1 - k_back``. The frame recorded there (the observation before that step, every camera
    side by side) is saved as a PNG, so the operator sees how the scene looked.
 2. **Rollback**: the session calls ``backend.restore``, which drives the arms back along the
-   recorded joint path (SPEC §8 safety layer in front of every command).
+   recorded joint path (the safety layer in front of every command, docs/platform.md §Safety limits).
 3. **Scene restore** (:meth:`~HumanOperator.begin_correction`): the saved frame is shown when a
    display exists; the arms are paused (they hold their position, the command watchdog is off),
    and the operator puts the objects back as in the frame, aligns the leader arms with the

@@ -1,4 +1,5 @@
-"""The X-Trainer under LeRobot's Robot / Teleoperator contracts (SPEC §10; SPEC §8 for the hardware).
+"""The X-Trainer under LeRobot's Robot / Teleoperator contracts (docs/platform.md §LeRobot; the rest
+of docs/platform.md for the hardware).
 
 - :class:`XTrainerRobot` (``--robot.type=xtrainer``) wraps :class:`hardware.backend.RealXTrainer`:
   observations are the 20-dim end-effector pose (``ee.<arm>_<x|y|z|r0..r5|gripper>``, the
@@ -134,7 +135,8 @@ class XTrainerRobot(Robot):
         """Nothing to do: calibrate a gripper by hand with :func:`hardware.feetech.calibrate`."""
 
     def configure(self) -> None:
-        """Nothing beyond :meth:`connect`, which runs the controllers' start-up sequence (SPEC §8)."""
+        """Nothing beyond :meth:`connect`, which runs the controllers' start-up sequence
+        (docs/platform.md §Protocol)."""
 
     def connect(self, calibrate: bool = True) -> None:
         if self.is_connected:

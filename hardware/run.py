@@ -1,4 +1,4 @@
-"""Sessions on the real X-Trainer: policy evaluation and human-operator collection (SPEC §8, issue 8).
+"""Sessions on the real X-Trainer: policy evaluation and human-operator collection (docs/platform.md, issue 8).
 
     python -m hardware.run evaluate --config robot.json --policy RUN --rollouts N [--out FILE]
     python -m hardware.run collect --config robot.json --policy RUN --pairs N --round K --root DIR

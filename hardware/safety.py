@@ -1,4 +1,4 @@
-"""Safety layer in front of every motion command to a real arm (SPEC §8).
+"""Safety layer in front of every motion command to a real arm (docs/platform.md §Safety limits).
 
 Checks, with the limits of the X-Trainer's own software (constants shared with the simulator in
 :mod:`envs.control`, :mod:`envs.xtrainer` and :mod:`envs.kinematics`, never copied):
@@ -37,8 +37,8 @@ from hardware.dobot_client import DobotClient
 from hardware.dobot_protocol import DobotError
 from hardware.errors import HardwareError
 
-MAX_DOWNWARD_SPEED_M_S = 1.0  # SPEC §8: a downward tool speed above 1 m/s trips the X-Trainer
-FEEDBACK_TIMEOUT_S = 0.1  # SPEC/issue 8: stop when feedback is older than 100 ms
+MAX_DOWNWARD_SPEED_M_S = 1.0  # docs/platform.md §Safety limits: a downward tool speed above 1 m/s trips the X-Trainer
+FEEDBACK_TIMEOUT_S = 0.1  # issue 8 (docs/platform.md §Safety limits): stop when feedback is older than 100 ms
 COMMAND_TIMEOUT_S = 0.5  # stop when the policy has sent nothing for this long while engaged
 MAX_RAMP_STEPS = 100_000
 

@@ -1,13 +1,15 @@
-"""Teleoperators: where a human's correction comes from on the real X-Trainer (SPEC §8, issue 8 item 6).
+"""Teleoperators: where a human's correction comes from on the real X-Trainer (docs/platform.md
+§Recordings, issue 8 item 6).
 
 A teleoperator reports the joints the follower arms should take, in the X-Trainer's 14-D format
-``[L j1..j6, L grip, R j1..j6, R grip]`` (rad, gripper 1 = open, SPEC §8). The human operator
+``[L j1..j6, L grip, R j1..j6, R grip]`` (rad, gripper 1 = open, docs/platform.md §Recordings). The human operator
 (:mod:`hardware.human_operator`) turns them into the backend's actions; in end-effector mode that is
 the tool pose of those joints through the same DH chain the simulator uses.
 
 - :class:`LeaderArms`: the X-Trainer's leader arms, **read-only**: only the feedback streams of
-  their controllers are opened (port 30004, the 1440-byte packets of SPEC §8), never a command
-  port, so nothing can be sent to them; optional gripper readers supply the openings.
+  their controllers are opened (port 30004, the 1440-byte packets of
+  docs/platform.md §Feedback packet), never a command port, so nothing can be sent to them;
+  optional gripper readers supply the openings.
 - :class:`ScriptedTeleoperator`: fixed joint rows (absolute, or offsets from the follower's joints
   when the correction starts) for tests and demos.
 """

@@ -1,4 +1,4 @@
-"""LeRobot plugin of the Dobot X-Trainer (SPEC §10; issue 8 item 4).
+"""LeRobot plugin of the Dobot X-Trainer (docs/platform.md §Robot and teleoperator plugins; issue 8 item 4).
 
 LeRobot's command-line tools (``lerobot-record``, ``lerobot-teleoperate``, ``lerobot-replay``,
 ``lerobot-calibrate`` ...) call ``lerobot.utils.import_utils.register_third_party_plugins`` before

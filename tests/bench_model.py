@@ -1,6 +1,6 @@
 """Shared test helper: the simulator's bench model at rest at home, built here independently of
 :mod:`hardware.bench_physics` (to check the emulators against a rollout of their own), with the
-Feetech-like force-clamped fingers the emulator uses (SPEC §8)."""
+Feetech-like force-clamped fingers the emulator uses (docs/platform.md §Grippers)."""
 
 import mujoco
 import numpy as np

@@ -1,4 +1,4 @@
-"""Each baseline's data and loss on a tiny batch match their definitions (SPEC §4, issue 7)."""
+"""Each baseline's data and loss on a tiny batch match their definitions (docs/method.md §Baselines, issue 7)."""
 
 import copy
 

@@ -1,4 +1,5 @@
-"""The real Dobot client against the loopback emulator over TCP, including every injected fault (SPEC §8)."""
+"""The real Dobot client against the loopback emulator over TCP, including every injected fault
+(docs/platform.md §Protocol)."""
 
 import socket
 import threading

@@ -1,5 +1,5 @@
 """The loopback Dobot emulator itself: the MuJoCo model behind it, feedback contents, command-line
-entry point (SPEC §8)."""
+entry point (docs/platform.md §Protocol)."""
 
 import os
 import queue

@@ -1,5 +1,5 @@
 """Feetech STS/SMS gripper protocol: checksums, packets, and a round trip with a servo emulated on a pty
-that drives the fingers of the simulator's MuJoCo model (SPEC §8)."""
+that drives the fingers of the simulator's MuJoCo model (docs/platform.md §Grippers)."""
 
 import time
 

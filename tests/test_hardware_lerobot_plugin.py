@@ -1,6 +1,6 @@
-"""The LeRobot plugin (lerobot_robot_xtrainer, SPEC §10): LeRobot's own discovery finds it from this
-project's distribution metadata, and LeRobot's own command lines record and teleoperate the X-Trainer
-through it against the loopback emulators (no network, no Hub)."""
+"""The LeRobot plugin (lerobot_robot_xtrainer, docs/platform.md §Robot and teleoperator plugins):
+LeRobot's own discovery finds it from this project's distribution metadata, and LeRobot's own command
+lines record and teleoperate the X-Trainer through it against the loopback emulators (no network, no Hub)."""
 
 import json
 import os

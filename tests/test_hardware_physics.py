@@ -1,5 +1,5 @@
 """The MuJoCo model behind the emulators: stepped in real time with each step's servo target,
-bitwise the simulator's model (SPEC §8, §9)."""
+bitwise the simulator's model (docs/platform.md §Protocol, §MuJoCo)."""
 
 import mujoco
 import numpy as np

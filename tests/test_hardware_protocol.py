@@ -1,4 +1,5 @@
-"""Dobot TCP/IP protocol: command formatting, streaming reply parsing, errors, feedback packets (SPEC §8)."""
+"""Dobot TCP/IP protocol: command formatting, streaming reply parsing, errors, feedback packets
+(docs/platform.md §Protocol, §Feedback packet)."""
 
 import struct
 
@@ -113,7 +114,8 @@ def test_ok_reply_does_not_raise():
 
 # ----------------------------------------------------------------------------- feedback
 def _hand_built_packet(mode=5, q=(-90, 0, -90, 0, 90, 90), test=dp.TEST_VALUE, error=0, size=1440):
-    """A packet assembled with struct at the SPEC §8 offsets, independent of FEEDBACK_DTYPE."""
+    """A packet assembled with struct at the offsets of docs/platform.md §Feedback packet, independent
+    of FEEDBACK_DTYPE."""
     buf = bytearray(1440)
     struct.pack_into("<H", buf, 0, size)
     struct.pack_into("<Q", buf, 24, mode)

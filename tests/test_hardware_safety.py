@@ -1,4 +1,5 @@
-"""Safety layer: limits, J3 sign rule, joint-step ramping, safety box, downward speed, watchdog (SPEC §8)."""
+"""Safety layer: limits, J3 sign rule, joint-step ramping, safety box, downward speed, watchdog
+(docs/platform.md §Safety limits)."""
 
 import time
 

@@ -1,4 +1,5 @@
-"""Smooth Interpolation (SPEC §5): distance, Bézier bridge, Slerp, continuity."""
+"""Smooth Interpolation (paper App. C-D; docs/method.md §Preference tuples): distance, Bézier bridge,
+Slerp, continuity."""
 
 import numpy as np
 import pytest

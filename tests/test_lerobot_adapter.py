@@ -1,4 +1,5 @@
-"""LeRobot adapters (SmolVLA, pi0/pi0.5 stand-ins) under the policy contract of SPEC §2-3."""
+"""LeRobot adapters (SmolVLA, pi0/pi0.5 stand-ins) under the policy contract of docs/method.md
+§Flow matching and §Shared draws."""
 
 import copy
 import os

@@ -1,4 +1,4 @@
-"""Fixed-ratio batch mixing (SPEC §6)."""
+"""Fixed-ratio batch mixing (paper §3.4; docs/method.md §Batch mixing)."""
 
 from collections import Counter
 from itertools import islice

@@ -1,4 +1,4 @@
-"""The policy contract (SPEC §2): shared draws, masking, sampling, checkpoints, bad input."""
+"""The policy contract (docs/method.md §Flow matching): shared draws, masking, sampling, checkpoints, bad input."""
 
 import copy
 import json

@@ -1,4 +1,4 @@
-"""Tests for benchmarks.stats (SPEC §7), checked by hand and against statsmodels."""
+"""Tests for benchmarks.stats (paper App. L; docs/method.md §Statistics), checked by hand and against statsmodels."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Preference tuples from one intervention pair (SPEC §5, Cases 1-2)."""
+"""Preference tuples from one intervention pair (docs/method.md §Preference tuples, Cases 1-2)."""
 
 import numpy as np
 import pytest

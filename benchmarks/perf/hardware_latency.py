@@ -2,7 +2,7 @@
 
     python -m benchmarks.perf.hardware_latency [--trials 200] [--steps 300] [--out results/perf/hardware_latency.json]
 
-Everything runs over real loopback TCP with the project's client code (SPEC §8: ServoJ on the
+Everything runs over real loopback TCP with the project's client code (docs/platform.md §Protocol: ServoJ on the
 motion port, 1440-byte feedback packets pushed every 8 ms on 30004):
 
 - **Command-to-feedback latency**: with the arm at rest, send one ``ServoJ`` to a changed target
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {
         "command": f"python -m benchmarks.perf.hardware_latency {argv_text}".strip(),
         "what": "loopback TCP through hardware.emulator (arms in the simulator's MuJoCo model) with the "
-                "project's Dobot client (SPEC §8)",
+                "project's Dobot client (docs/platform.md §Protocol)",
         "command_to_feedback": latency,
         "command_loop_30hz": jitter,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),

@@ -1,9 +1,9 @@
-"""The policy contract every FlowPRO loss and baseline uses (SPEC §2).
+"""The policy contract every FlowPRO loss and baseline uses (docs/method.md §Flow matching).
 
 Flow-matching convention of LeRobot/openpi: flow time ``t`` in (0, 1], ``t = 1`` is noise and
 ``t = 0`` data; ``x_t = t * eps + (1 - t) * a``; target velocity ``u = eps - a``. A policy
 exposes the per-sample loss for *given* noise and time (paper Eq. 3), so a policy and its
-frozen reference are evaluated with identical draws (SPEC §3).
+frozen reference are evaluated with identical draws (docs/method.md §Shared draws).
 
 Batches are dicts of tensors in LeRobot's naming: ``observation.state`` [B, S],
 ``observation.images.<cam>`` [B, 3, H, W] in [0, 1], ``observation.environment_state`` [B, E],
@@ -106,7 +106,7 @@ class Normalizer(nn.Module):
         return x * self.std + self.mean
 
 
-GRIPPER_COLUMNS = (9, 19)  # SPEC §2 layout: the gripper scalar of each arm stays absolute
+GRIPPER_COLUMNS = (9, 19)  # docs/method.md §Action representation: the gripper scalar of each arm stays absolute
 # One physical quantity each (PolicyConfig.action_scale = "group"): position, 6D rotation, gripper.
 ACTION_GROUPS = (slice(0, 3), slice(3, 9), slice(9, 10), slice(10, 13), slice(13, 19), slice(19, 20))
 

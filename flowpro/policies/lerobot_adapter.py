@@ -1,11 +1,11 @@
 """LeRobot flow-matching VLAs (SmolVLA, pi0, pi0.5) behind the :class:`FlowPolicy` contract.
 
-Both adapters keep the harness conventions of SPEC §2 and only borrow LeRobot's *inner* models:
+Both adapters keep the harness conventions of docs/method.md §Flow matching and only borrow LeRobot's *inner* models:
 
 * **Injected draws.** ``per_sample_loss(batch, noise, time)`` calls the inner
   ``model.forward(images, img_masks, lang_tokens, lang_masks, state, actions, noise, time)``
   (pi0.5: without ``state``) with the caller's noise and time, never LeRobot's own sampling, so
-  a policy and its frozen reference see identical draws (SPEC §3).
+  a policy and its frozen reference see identical draws (docs/method.md §Shared draws).
 * **Noise is drawn in the padded action space.** LeRobot pads actions (and states) with zeros
   to ``max_action_dim`` (32) before the flow, and draws its noise on the padded chunk.
   :meth:`sample_noise` therefore returns ``[B, H, max_action_dim]``; ``per_sample_loss`` and
@@ -17,7 +17,7 @@ Both adapters keep the harness conventions of SPEC §2 and only borrow LeRobot's
   ``reduction="none"`` is not used (pi0's averages over padded steps).
 * **Time convention** (verified numerically in ``tests/test_lerobot_adapter.py``): LeRobot's
   inner models build ``x_t = t * noise + (1 - t) * actions`` and target ``u = noise - actions``,
-  and sample by Euler from ``t = 1`` to ``0`` -- the same as SPEC §2.
+  and sample by Euler from ``t = 1`` to ``0`` -- the same as docs/method.md §Flow matching.
 * **Normalisation** stays the harness's (mean/std buffers of :class:`FlowPolicy`), applied
   before padding; LeRobot's processor pipelines are not used.
 * **Language.** SmolVLA: ``batch["task"]`` (+ ``"\\n"``, as LeRobot's processor does) is tokenized
