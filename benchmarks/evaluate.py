@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
+from envs.cli import run_command
 from envs.summary import summarize
 # The policy runtime lives in flowpro.rollout; its names stay importable from here (scripts, results/).
 from flowpro.rollout import (EVAL_SEED, BatchPolicyRunner, PolicyRunner, TemporalEnsemble, evaluate,  # noqa: F401
@@ -46,24 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.backend == "real":
         return _main_real(args)
-    try:
-        results = evaluate(args.task, args.policy, list(range(args.seed, args.seed + args.rollouts)), args.split,
-                           args.workers, args.n_action_steps, args.temporal_ensemble, env_batch=args.env_batch)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    command = "python -m benchmarks.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    return run_command(lambda: _evaluate_sim(args, command))
+
+
+def _evaluate_sim(args: argparse.Namespace, command: str) -> dict:
+    results = evaluate(args.task, args.policy, list(range(args.seed, args.seed + args.rollouts)), args.split,
+                       args.workers, args.n_action_steps, args.temporal_ensemble, env_batch=args.env_batch)
     out = Path(args.out) if args.out else resolve_policy_dir(args.policy).parent / f"eval_{args.split}.jsonl"
     with out.open("w") as f:
         for r in results:
             f.write(json.dumps(r) + "\n")
-    command = "python -m benchmarks.evaluate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     summary = {"command": command, "task": args.task, "policy": str(args.policy), "split": args.split, "seed": args.seed,
                "n_action_steps": args.n_action_steps, "temporal_ensemble": args.temporal_ensemble,
                "env_batch": args.env_batch,
                **summarize(results)}
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary))
-    return 0
+    return summary
 
 
 def _main_real(args) -> int:
@@ -76,18 +76,14 @@ def _main_real(args) -> int:
     from hardware.errors import HardwareError
     from hardware.run import bench_error_message, evaluate_real
 
-    try:
+    def body() -> dict:
         out = Path(args.out) if args.out else resolve_policy_dir(args.policy).parent / "eval_real.jsonl"
         results = evaluate_real(load_robot_config(args.robot_config), args.policy, args.rollouts, out, task=args.task,
                                 seed=args.seed, n_action_steps=args.n_action_steps)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except HardwareError as e:  # the arms are stopped and the interrupted rollout logged (hardware.interrupted)
-        print(bench_error_message(e), file=sys.stderr)
-        return 3
-    print(json.dumps({"task": args.task, "policy": str(args.policy), "backend": "real", **summarize(results)}))
-    return 0
+        return {"task": args.task, "policy": str(args.policy), "backend": "real", **summarize(results)}
+
+    # A fault: the arms are stopped and the interrupted rollout logged (hardware.interrupted).
+    return run_command(body, faults=(HardwareError,), fault_message=bench_error_message)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import envs  # noqa: F401
 import baselines  # noqa: F401  (the baselines register their methods: flowpro.methods)
 from benchmarks.evaluate import EVAL_SEED, resolve_policy_dir
+from envs.cli import run_command
 from envs.dataset import finished_episodes, read_marker
 from envs.expert_eval import run_episodes, summarize
 from envs.record import record
@@ -493,13 +494,13 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
         results["selection"] = selection
     out.mkdir(parents=True, exist_ok=True)
     bench = open_bench(args.backend, args.robot_config, keys=keys, teleop=teleop)
-    try:
+    def stages() -> None:
         with bench:
             _stages(args, task, methods, profile, seeds, rounds, out, data, runs, results, bench)
-    except BenchStopped as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return 3
-    return 0
+
+    # Every stage is cached: a stopped or interrupted run continues where it stopped.
+    return run_command(stages, faults=(BenchStopped,),
+                       hint=lambda code: "finished stages are cached; run the same command again to continue")
 
 
 def _stages(args: argparse.Namespace, task: str, methods: list[str], profile: Profile, seeds: int, rounds: int,

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.cli import EXIT_FAULT, EXIT_INTERRUPTED, run_command
 from envs.xtrainer import CAMERAS
 
 FORMAT_VERSION = 1
@@ -98,29 +98,20 @@ class DatasetMismatch(ValueError):
 
 def run_recording_command(record_fn: Callable[[], dict], root: str | Path, what: str,
                           faults: tuple[type[BaseException], ...] = ()) -> int:
-    """The exit path of a resumable recording command: its JSON summary (exit 0), a clear error for
-    bad input (exit 2), for one of ``faults`` (a robot's errors: exit 3), or after Ctrl-C (exit 130),
-    each saying how many finished ``what`` are on disk. An exception's notes (where an interrupted
-    record was saved, :mod:`hardware.interrupted`) are printed with it."""
-    def explain(first: str, e: BaseException) -> None:
-        print("\n".join([first, *getattr(e, "__notes__", [])]), file=sys.stderr)
+    """The exit path of a resumable recording command (:func:`envs.cli.run_command`): its JSON
+    summary (exit 0), a clear error for bad input (exit 2; a DatasetMismatch is a ValueError), for
+    one of ``faults`` (a robot's errors: exit 3), or after Ctrl-C (exit 130), the last two saying
+    how many finished ``what`` are on disk."""
+    def hint(code: int) -> str | None:
+        if code == EXIT_FAULT:
+            return (f"{finished_episodes(root)} finished {what} are in {root}; check the robot and run the same "
+                    "command again to continue")
+        if code == EXIT_INTERRUPTED:
+            return f"{finished_episodes(root)} {what} are in {root}; run the same command again to continue"
+        return None
 
-    try:
-        summary = record_fn()
-    except (ValueError, FileNotFoundError) as e:  # DatasetMismatch is a ValueError
-        explain(f"error: {e}", e)
-        return 2
-    except faults as e:
-        explain(f"error on the robot: {type(e).__name__}: {e}", e)
-        print(f"{finished_episodes(root)} finished {what} are in {root}; check the robot and run the same command "
-              "again to continue", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt as e:
-        explain("\ninterrupted", e)
-        print(f"{finished_episodes(root)} {what} are in {root}; run the same command again to continue", file=sys.stderr)
-        return 130
-    print(json.dumps(summary))
-    return 0
+    return run_command(record_fn, faults=faults, fault_message=lambda e: f"error on the robot: {type(e).__name__}: {e}",
+                       hint=hint)
 
 
 class EpisodeWriter:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from envs.cli import run_command
 from flowpro.data import ChunkDataset
 from flowpro.policies import POLICIES, FlowPolicy
 from flowpro.training import StepOutput, fit, torch_threads
@@ -136,19 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                          ("task", "base", "out"))
     args = vars(ap.parse_args(argv))
     stage = args.pop("stage")
-    try:
-        if stage == "sft":
-            result = {"policy": str(train_sft(SFTConfig(**args)))}
-        else:
-            result = run_rounds(RPROConfig(**args))
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except BenchStopped as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        return 3
-    print(json.dumps(result))
-    return 0
+    if stage == "sft":
+        return run_command(lambda: {"policy": str(train_sft(SFTConfig(**args)))}, bad_input=(FloatingPointError,))
+    return run_command(lambda: run_rounds(RPROConfig(**args)), bad_input=(FloatingPointError,), faults=(BenchStopped,))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
-from envs.dataset import DatasetMismatch, EpisodeWriter, dataset_features, finished_episodes
+from envs.cli import EXIT_INTERRUPTED, run_command
+from envs.dataset import EpisodeWriter, dataset_features, finished_episodes
 from envs.rollout import StepRecord, rollout
 from envs.summary import summarize
 from envs.tasks import get_task
@@ -411,34 +412,29 @@ def main(argv: list[str] | None = None, *, keys: KeySource | None = None,
          teleop: JointTeleoperator | None = None, log: Log = _stderr) -> int:
     """The command line; ``keys`` and ``teleop`` replace the stdin keys and the leader arms."""
     args = _parser().parse_args(argv)
-    try:
+
+    def body() -> dict:
         robot = load_robot_config(args.config)
-        if args.command == "evaluate":
-            out = Path(args.out) if args.out else resolve_policy_dir(args.policy).parent / "eval_real.jsonl"
-            results = evaluate_real(robot, args.policy, args.rollouts, out, task=args.task, seed=args.seed or 0,
-                                    n_action_steps=args.n_action_steps, time_limit_s=args.time_limit, keys=keys, log=log)
-            command = "python -m hardware.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-            summary = {"command": command, "config": str(args.config), "policy": str(args.policy), "backend": "real",
-                       **(summarize(results) if results else {"episodes": 0})}
-            out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        else:
-            summary = collect_real(robot, args.policy, args.pairs, args.round_k, args.root, task=args.task,
-                                   seed=args.seed, n_action_steps=args.n_action_steps, time_limit_s=args.time_limit,
-                                   keys=keys, teleop=teleop, operator_config=HumanOperatorConfig(k_back=args.k_back),
-                                   max_interventions=args.max_interventions,
-                                   correction_limit_s=args.correction_limit, log=log)
-    except (ValueError, FileNotFoundError, DatasetMismatch) as e:
-        print("\n".join([f"error: {e}", *getattr(e, "__notes__", [])]), file=sys.stderr)
-        return 2
-    except HardwareError as e:
-        print(bench_error_message(e), file=sys.stderr)
-        return 3
-    except KeyboardInterrupt as e:
-        print("\n".join(["\ninterrupted: what was finished is saved", *getattr(e, "__notes__", []),
-                         "run the same command again to continue"]), file=sys.stderr)
-        return 130
-    print(json.dumps(summary))
-    return 0
+        if args.command == "collect":
+            return collect_real(robot, args.policy, args.pairs, args.round_k, args.root, task=args.task,
+                                seed=args.seed, n_action_steps=args.n_action_steps, time_limit_s=args.time_limit,
+                                keys=keys, teleop=teleop, operator_config=HumanOperatorConfig(k_back=args.k_back),
+                                max_interventions=args.max_interventions,
+                                correction_limit_s=args.correction_limit, log=log)
+        out = Path(args.out) if args.out else resolve_policy_dir(args.policy).parent / "eval_real.jsonl"
+        results = evaluate_real(robot, args.policy, args.rollouts, out, task=args.task, seed=args.seed or 0,
+                                n_action_steps=args.n_action_steps, time_limit_s=args.time_limit, keys=keys, log=log)
+        command = "python -m hardware.run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        summary = {"command": command, "config": str(args.config), "policy": str(args.policy), "backend": "real",
+                   **(summarize(results) if results else {"episodes": 0})}
+        out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    # A DatasetMismatch is a ValueError: bad input. On a fault or Ctrl-C the arms are stopped and
+    # what was finished is saved (bench_error_message says so for a fault).
+    return run_command(body, faults=(HardwareError,), fault_message=bench_error_message,
+                       hint=lambda code: "what was finished is saved; run the same command again to continue"
+                       if code == EXIT_INTERRUPTED else None)
 
 
 if __name__ == "__main__":

@@ -258,3 +258,32 @@ def test_tasks_and_experts_come_from_their_registries():
 
     with pytest.raises(ValueError, match="task 'lonely' has no scripted expert; tasks with one: reach, usb"):
         Lonely().make_expert()
+
+
+def test_every_command_maps_its_outcome_to_one_set_of_exit_codes(capsys):
+    """envs.cli.run_command: 0 with the result as JSON, 2 for bad input, 3 for a bench fault (with the
+    exception's notes and the command's hint), 130 for Ctrl-C; other errors keep their traceback."""
+    import json
+
+    from envs.cli import run_command
+
+    class Fault(Exception):
+        pass
+
+    def raises(e):
+        def body():
+            raise e
+        return body
+
+    assert run_command(lambda: {"ok": 1}) == 0 and json.loads(capsys.readouterr().out) == {"ok": 1}
+    assert run_command(raises(FileNotFoundError("no such dataset"))) == 2
+    assert "error: no such dataset" in capsys.readouterr().err
+    fault = Fault("arm stopped")
+    fault.add_note("interrupted record: /tmp/x")
+    assert run_command(raises(fault), faults=(Fault,), fault_message=lambda e: f"error on the bench: {e}",
+                       hint=lambda code: f"hint {code}") == 3
+    assert capsys.readouterr().err.splitlines() == ["error on the bench: arm stopped", "interrupted record: /tmp/x",
+                                                    "hint 3"]
+    assert run_command(raises(KeyboardInterrupt())) == 130 and "interrupted" in capsys.readouterr().err
+    with pytest.raises(Fault):
+        run_command(raises(Fault("a bug, not a fault of this command")))
