@@ -8,6 +8,13 @@ Rollouts go through the backend-agnostic loop with chunked execution (re-plan ev
 and prints a summary: SR with a Wilson 95 % interval and mean completion time. ``--env-batch N``
 runs N environments per worker in lock-step with one batched policy call per re-plan (faster; its
 chunks differ from the default's by float rounding, see :class:`BatchPolicyRunner`).
+
+``--task`` also takes a variant of a task, its constructor's options written after a colon:
+
+    python -m benchmarks.evaluate --task usb:clearance_m=0.001,lead_m=0.0 --policy runs/usb_sft --rollouts 10
+
+Every worker builds that variant (the spec travels to it as text); the summary records the task
+as given.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pathlib import Path
 import envs  # noqa: F401  (headless rendering before mujoco loads)
 from envs.cli import run_command
 from envs.summary import summarize
+from envs.tasks import task_help
 # The policy runtime lives in flowpro.rollout; its names stay importable from here (scripts, results/).
 from flowpro.rollout import (EVAL_SEED, BatchPolicyRunner, PolicyRunner, TemporalEnsemble, evaluate,  # noqa: F401
                              resolve_policy_dir, sample_chunks, worker_env_policy, worker_envs_policy)
@@ -28,7 +36,7 @@ from flowpro.rollout import (EVAL_SEED, BatchPolicyRunner, PolicyRunner, Tempora
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", required=True)
+    ap.add_argument("--task", required=True, help=task_help() + " (variants: --backend sim only)")
     ap.add_argument("--policy", required=True, help="run directory or policy directory")
     ap.add_argument("--rollouts", type=int, default=50)
     ap.add_argument("--split", default="id")

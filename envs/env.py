@@ -5,7 +5,9 @@ Observations follow the gym-aloha / LeRobot convention: ``pixels`` (one image pe
 and ``agent_pos`` (the measured 20-dim end-effector pose, same layout as the action), plus
 ``joint_pos`` in the X-Trainer's 14-D format; ``obs_mode="state"`` drops the images and adds
 ``environment_state`` (privileged object poses; ``privileged_obs=True`` adds it to image
-observations too, for recorders). The instruction is ``env.task_description``.
+observations too, for recorders). The instruction is ``env.task_description``. ``task`` is a
+name, a variant (``"usb:clearance_m=0.001"`` or a :class:`~envs.tasks.base.TaskSpec`) or a configured
+task instance (:func:`envs.tasks.get_task`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from envs.geometry import (
 )
 from envs.kinematics import forward_kinematics
 from envs.tasks import get_task
-from envs.tasks.base import Task, check_split
+from envs.tasks.base import Task, TaskSpec, check_split
 from envs.xtrainer import CAMERAS, FINGER_TRAVEL_M, BenchConfig, build_xml, fingerprint, home_qpos
 
 OBS_MODES = ("rgb", "state")
@@ -50,9 +52,10 @@ class Snapshot:
 class XTrainerEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, task: str | Task = "reach", obs_mode: str = "rgb", image_size: tuple[int, int] = (96, 96),
-                 action_mode: str = "ee", split: str = "id", control_hz: float = 30.0, arm: str = "nova2",
-                 time_limit_s: float | None = None, render_mode: str | None = "rgb_array",
+    def __init__(self, task: str | TaskSpec | Task = "reach", obs_mode: str = "rgb",
+                 image_size: tuple[int, int] = (96, 96), action_mode: str = "ee", split: str = "id",
+                 control_hz: float = 30.0, arm: str = "nova2", time_limit_s: float | None = None,
+                 render_mode: str | None = "rgb_array",
                  privileged_obs: bool | None = None, max_joint_speed_rad_s: float | None = None):
         if obs_mode not in OBS_MODES:
             raise ValueError(f"unknown obs_mode {obs_mode!r}; valid: {', '.join(OBS_MODES)}")

@@ -14,7 +14,7 @@ from functools import partial
 import envs  # noqa: F401
 from envs.rollout import parallel_map
 from envs.summary import summarize
-from envs.tasks import TASKS, check_split, get_task
+from envs.tasks import TaskSpec, check_split, get_task, spec_text, task_help
 
 _ENVS: dict = {}
 
@@ -30,14 +30,16 @@ def _episode(task: str, split: str, seed: int) -> dict:
     return rollout(env, ExpertPolicy(env, seed), seed=seed, n_action_steps=1).summary()
 
 
-def run_episodes(task: str, split: str, seeds: list[int], workers: int | None = None) -> list[dict]:
-    """Expert episodes over ``seeds``, in parallel over the machine's cores."""
+def run_episodes(task: str | TaskSpec, split: str, seeds: list[int], workers: int | None = None) -> list[dict]:
+    """Expert episodes over ``seeds``, in parallel over the machine's cores; ``task``: a name or a
+    variant (``"usb:lead_m=0.0"``), which reaches the workers as its text."""
+    task = spec_text(task)
     return parallel_map(partial(_episode, task, split), seeds, workers)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", required=True, help=f"one of: {', '.join(sorted(TASKS))}")
+    ap.add_argument("--task", required=True, help=task_help())
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--split", default="id")
     ap.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")

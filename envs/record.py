@@ -21,7 +21,7 @@ import envs  # noqa: F401
 from envs.dataset import BASE_COLUMNS, EpisodeWriter, dataset_features, make_frame, run_recording_command
 from envs.env import XTrainerEnv
 from envs.rollout import ExpertPolicy, rollout
-from envs.tasks import check_split, get_task
+from envs.tasks import TaskSpec, check_split, spec_text, task_help, task_name
 
 
 class ExecutionNoise:
@@ -49,19 +49,21 @@ class ExecutionNoise:
         return self.env.act(noisy)
 
 
-def record(task: str, episodes: int, split: str, root: str, *, seed: int = 0, image_size: tuple[int, int] = (96, 96),
-           obs_mode: str = "rgb", repo_id: str | None = None, use_videos: bool = False, progress: bool = True,
-           action_noise_m: float = 0.0) -> dict:
+def record(task: str | TaskSpec, episodes: int, split: str, root: str, *, seed: int = 0,
+           image_size: tuple[int, int] = (96, 96), obs_mode: str = "rgb", repo_id: str | None = None,
+           use_videos: bool = False, progress: bool = True, action_noise_m: float = 0.0) -> dict:
     """Record until ``root`` holds ``episodes`` successful expert episodes; returns a summary.
 
-    ``action_noise_m > 0`` records DART-style demonstrations (see :class:`ExecutionNoise`).
+    ``action_noise_m > 0`` records DART-style demonstrations (see :class:`ExecutionNoise`). ``task``:
+    a name or a variant (``"usb:lead_m=0.0"``), which the dataset's marker records; the dataset is
+    named after the task (``flowpro/usb_id_demos``).
     """
-    get_task(task)
+    task = spec_text(task)
     check_split(split)
     env = XTrainerEnv(task=task, obs_mode=obs_mode, image_size=image_size, split=split, privileged_obs=True)
     env_state_dim = env.observation_space["environment_state"].shape[0]
     writer = EpisodeWriter(
-        root, repo_id or f"flowpro/{task}_{split}_demos", task=task, fps=int(round(env.cfg.control_hz)),
+        root, repo_id or f"flowpro/{task_name(task)}_{split}_demos", task=task, fps=int(round(env.cfg.control_hz)),
         features=dataset_features(image_size if obs_mode == "rgb" else None, env_state_dim, use_videos=use_videos),
         use_videos=use_videos,
         layout={"kind": "sft_demos", "split": split, "model_fingerprint": env.fingerprint, "obs_mode": obs_mode,
@@ -98,7 +100,7 @@ def record(task: str, episodes: int, split: str, root: str, *, seed: int = 0, im
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", required=True)
+    ap.add_argument("--task", required=True, help=task_help())
     ap.add_argument("--episodes", type=int, required=True)
     ap.add_argument("--split", default="id")
     ap.add_argument("--root", required=True)

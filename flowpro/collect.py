@@ -37,7 +37,7 @@ import envs  # noqa: F401  (headless rendering before mujoco loads)
 from envs.dataset import (BASE_COLUMNS, EpisodeWriter, dataset_features, finished_episodes, make_frame,
                           run_recording_command)
 from envs.rollout import StepRecord, worker_pool
-from envs.tasks import check_split, get_task
+from envs.tasks import TaskSpec, check_split, get_task, spec_text, task_help, task_name
 from flowpro.operator import Intervention, Operator, OracleOperator
 
 PAIR_COLUMNS: dict[str, tuple[str, Any]] = {
@@ -182,17 +182,19 @@ def _collect_seed(task: str, split: str, policy_dir: str, operator_kwargs: dict,
     return {"summary": summary, "task_text": env.task_description, "pairs": pairs}
 
 
-def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: str | Path, *, split: str = "id",
-            seed: int | None = None, workers: int | None = None, n_action_steps: int | None = None,
+def collect(task: str | TaskSpec, policy_dir: str | Path, pairs: int, round_k: int, root: str | Path, *,
+            split: str = "id", seed: int | None = None, workers: int | None = None, n_action_steps: int | None = None,
             operator_kwargs: dict | None = None, progress: bool = True, pictures: int = 2,
             max_rollouts: int | None = None) -> dict:
     """Collect until ``root`` holds ``pairs`` corrected pairs, or ``max_rollouts`` rollouts of
     this session (default ``20 * pairs``) have run (a policy that no longer fails gives no pairs);
-    returns a summary of this session."""
+    returns a summary of this session. ``task``: a name or a variant (``"usb:clearance_m=0.001"``),
+    which the workers receive as its text and the dataset's marker records; the dataset is named
+    after the task (``flowpro/usb_pairs_round1``)."""
     from flowpro.rollout import resolve_policy_dir
     from flowpro.policies import FlowPolicy
 
-    get_task(task)
+    task = spec_text(task)
     check_split(split)
     if pairs < 1 or round_k < 1:
         raise ValueError(f"need pairs >= 1 and round >= 1, got pairs={pairs}, round={round_k}")
@@ -202,7 +204,7 @@ def collect(task: str, policy_dir: str | Path, pairs: int, round_k: int, root: s
     operator_kwargs = dict(operator_kwargs or {})
     OracleOperator(get_task(task), **operator_kwargs)  # validate the settings before any rollout
     env_dim, fps, model = _env_spec(task)
-    writer = EpisodeWriter(root, f"flowpro/{task}_pairs_round{round_k}", task=task, fps=fps,
+    writer = EpisodeWriter(root, f"flowpro/{task_name(task)}_pairs_round{round_k}", task=task, fps=fps,
                            features=dataset_features(image_size, env_dim, PAIR_COLUMNS),
                            layout={"kind": "preference_pairs", "round": round_k, "split": split,
                                    "model_fingerprint": model, "obs_mode": "rgb" if image_size else "state",
@@ -324,7 +326,7 @@ def save_bridge_plot(root: str | Path, pair_id: int, path: Path, h: int, n_bridg
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", required=True)
+    ap.add_argument("--task", required=True, help=task_help() + " (variants: --backend sim only)")
     ap.add_argument("--policy", required=True, help="run directory or policy directory")
     ap.add_argument("--pairs", type=int, required=True)
     ap.add_argument("--round", type=int, required=True, dest="round_k")

@@ -18,7 +18,7 @@ import numpy as np
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
 from envs.rollout import parallel_map, worker_pool
-from envs.tasks import check_split, get_task
+from envs.tasks import TaskSpec, check_split, spec_text
 
 
 def resolve_policy_dir(path: str | Path) -> Path:
@@ -130,7 +130,8 @@ def worker_envs_policy(cache: dict[str, Any], task: str, split: str, policy_dir:
     """``n_envs`` environments and the policy of one worker process, built on first use and kept in
     ``cache`` for as long as the same task, split and policy are asked for (with one worker the
     "worker" is the calling process, which may evaluate several policies in turn); the environments
-    observe what the policy reads (cameras or privileged state)."""
+    observe what the policy reads (cameras or privileged state). ``task``: a task spec's text
+    (``"usb"``, ``"usb:clearance_m=0.001"``), the data a worker receives."""
     import torch
 
     from envs.env import XTrainerEnv
@@ -177,12 +178,14 @@ def _rollout_shard(task: str, split: str, policy_dir: str, n_action_steps: int |
     return [r.summary() for r in results]
 
 
-def evaluate(task: str, policy_dir: str | Path, seeds: list[int], split: str = "id",
+def evaluate(task: str | TaskSpec, policy_dir: str | Path, seeds: list[int], split: str = "id",
              workers: int | None = None, n_action_steps: int | None = None,
              ensemble_k: float | None = None, env_batch: int = 1, batched_policy: bool = True,
              time_limit_s: float | None = None) -> list[dict]:
     """Closed-loop rollouts of a saved policy, one per seed; ``n_action_steps`` overrides the
-    policy's; ``ensemble_k`` switches to temporal ensembling (re-plan every step).
+    policy's; ``ensemble_k`` switches to temporal ensembling (re-plan every step). ``task``: a name or
+    a variant (``"usb:clearance_m=0.001,lead_m=0.0"``, a :class:`~envs.tasks.TaskSpec`), which reaches
+    the workers as its text.
 
     ``env_batch > 1`` runs that many environments per worker in lock-step
     (:func:`envs.rollout.rollout_batch`), where a crashed simulation fails only its own rollout,
@@ -190,7 +193,7 @@ def evaluate(task: str, policy_dir: str | Path, seeds: list[int], split: str = "
     once per rollout, which reproduces ``env_batch=1`` exactly). A batched call's chunks differ
     from batch-size-1 calls by float rounding (see :class:`BatchPolicyRunner`), so its rollouts are
     not bitwise those of the default path. ``time_limit_s`` shortens episodes (tests, speed runs)."""
-    get_task(task)
+    task = spec_text(task)  # a bad option fails here, before any worker starts
     check_split(split)
     if env_batch < 1:
         raise ValueError(f"env_batch must be >= 1, got {env_batch}")

@@ -52,7 +52,7 @@ from envs.cli import EXIT_INTERRUPTED, run_command
 from envs.dataset import EpisodeWriter, dataset_features, finished_episodes
 from envs.rollout import StepRecord, rollout
 from envs.summary import summarize
-from envs.tasks import get_task
+from envs.tasks import TaskSpec, get_task
 from envs.xtrainer import CAMERAS
 from flowpro.collect import PAIR_COLUMNS, Pair, RolloutProgress, intervention_rollout, pair_frames, save_rollback_sheet
 from flowpro.rollout import PolicyRunner, resolve_policy_dir
@@ -123,7 +123,11 @@ def resolve_task(task: str | None, robot: RobotConfig, policy_dir: Path) -> str:
         task = json.loads(train_config.read_text()).get("task")
     if task is None:
         raise ValueError(f"no task: pass --task, or set \"task\" in {robot.path or 'the robot config'}")
-    return get_task(task).name
+    spec = TaskSpec.parse(task)
+    if spec.options:
+        raise ValueError(f"task {task!r}: options of a task are settings of the simulated scene; the real bench runs "
+                         f"the task as it stands there: pass --task {spec.name}")
+    return get_task(spec).name
 
 
 def _time_limit(time_limit_s: float | None, robot: RobotConfig, task: str) -> float:

@@ -3,10 +3,11 @@ standing in a pen holder and inserts its plug into the strip's socket (docs/plat
 
 Plug and socket are box primitives with sub-millimetre clearance (default 0.5 mm per side),
 stiff contacts and ``margin = 0`` (docs/platform.md §Tight insertion). By default the socket
-mouth has a 3 mm, 45-degree lead-in, as real receptacles flare: its slopes guide a plug 1.5 mm off-axis in. The tighter
-flat-bezel socket, ``UsbTask(clearance_m=0.0003, lead_m=0.0)``, stops such a plug on the bezel; no
-policy trained here has mastered it (results/usb/explore). Everything the expert, the success
-predicate and the failure predicates use is privileged simulator state.
+mouth has a 3 mm, 45-degree lead-in, as real receptacles flare: its slopes guide a plug 1.5 mm
+off-axis in. The tighter flat-bezel socket, ``UsbTask(clearance_m=0.0003, lead_m=0.0)`` (the task
+variant ``usb:clearance_m=0.0003,lead_m=0.0`` on a ``--task``, :class:`~envs.tasks.base.TaskSpec`),
+stops such a plug on the bezel; no policy trained here has mastered it (results/usb/explore).
+Everything the expert, the success predicate and the failure predicates use is privileged simulator state.
 """
 
 from __future__ import annotations

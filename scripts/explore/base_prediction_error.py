@@ -1,6 +1,6 @@
 """How far the SFT base's sampled chunks are from the demonstrated chunks, on 256 training states.
 
-    PYTHONPATH=. python results/usb/explore/base_prediction_error.py [POLICY_DIR]
+    PYTHONPATH=. python scripts/explore/base_prediction_error.py [POLICY_DIR]
 """
 import sys
 

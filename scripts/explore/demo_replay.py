@@ -1,6 +1,6 @@
 """Open-loop replay of the recorded SFT demonstrations: do the stored actions reproduce success?
 
-    PYTHONPATH=. python results/usb/explore/demo_replay.py 4
+    PYTHONPATH=. python scripts/explore/demo_replay.py 4
 """
 import sys
 from pathlib import Path

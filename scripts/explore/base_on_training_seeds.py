@@ -1,6 +1,6 @@
 """The soft-gripper SFT base evaluated on the seeds of its own demonstrations (ID seeds 0..7).
 
-    PYTHONPATH=. python results/usb/explore/base_on_training_seeds.py 0 8
+    PYTHONPATH=. python scripts/explore/base_on_training_seeds.py 0 8
 """
 import sys
 
