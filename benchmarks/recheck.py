@@ -67,8 +67,12 @@ def recheck(args: argparse.Namespace, profile, names: dict[str, dict], bench: Si
     for base in args.base:
         tag = resolve_policy_dir(base).parent.name
         runs = Path(args.sweep_runs)
-        base_eval = bench.evaluate(args.task, resolve_policy_dir(base), "id", args.rollouts,
-                                   runs / f"recheck_base_{tag}_{first}_{args.rollouts}.jsonl", args.workers, seed=first)
+        cache = runs / f"recheck_base_{tag}_{first}_{args.rollouts}.json"  # a rerun resumes without re-evaluating
+        if not cache.exists():
+            rollouts = bench.evaluate(args.task, resolve_policy_dir(base), "id", args.rollouts,
+                                      cache.with_suffix(".jsonl"), args.workers, seed=first)
+            _write_whole(cache, json.dumps(rollouts))
+        base_eval = json.loads(cache.read_text())
         rows.setdefault("base", {})[tag] = {**summarize(base_eval), "rollouts": base_eval}
         run_args = replace_ns(args, base=base)
         recheck_profile = replace(profile, tuning_seed=first, tuning_rollouts=args.rollouts)
