@@ -216,7 +216,8 @@ def test_recheck_reruns_the_best_trials_on_fresh_tuning_scenes_against_the_incum
     assert json.loads((tmp_path / "out/rpro_recheck.json").read_text())["rows"] == rows
 
 
-def test_the_runner_takes_each_methods_values_from_its_sweep_and_the_recheck_over_the_best_trial(tmp_path):
+def test_the_runner_takes_each_methods_values_from_its_sweep_and_the_recheck_over_the_best_trial(tmp_path,
+                                                                                                  monkeypatch):
     """Profile.sweep: RPRO (and the loss ablations, which differ from it in the loss alone) run at the
     values its recheck chose, or its sweep's best trial without one; a method without a sweep keeps the
     profile's; results.json's selection names where each came from."""
@@ -249,6 +250,11 @@ def test_the_runner_takes_each_methods_values_from_its_sweep_and_the_recheck_ove
     assert record["chosen"] == recheck["chosen_params"] and record["recheck_success"] == "80/200"
     assert record["recheck_seeds"] == "[5050, 5150) id" and record["sweep"]["tuning_success"] == "22/50"
     # no sweep: exactly the configuration (and run directory) of before
-    plain = method_config("usb", "flowpro", "rpro", 0, Path("base"), Path("demos"), tmp_path, default, 3,
-                          SimulatedBench())
+    plain = method_config("usb", "flowpro", "rpro", 0, Path("base"), Path("demos"), tmp_path,
+                          replace(default, sweep=None), 3, SimulatedBench())
     assert (plain.beta, plain.lr, plain.steps) == (default.beta, default.lr, default.steps)
+    # the default profile takes the committed recheck's choice, from whatever directory it runs in
+    monkeypatch.chdir(tmp_path)
+    committed = json.loads((Path(__file__).parents[1] / "results/usb/sweep/rpro_recheck.json").read_text())
+    assert selection_record(default)["rpro"]["chosen"] == committed["chosen_params"]
+    assert selection_record(default)["rpro"]["recheck_source"] == "results/usb/sweep/rpro_recheck.json"
