@@ -15,7 +15,7 @@ there. A sweep whose scenes overlap the test scenes (or any other seed range of 
 Search spaces (beta scales the implicit reward, paper Eq. 4): RPRO beta in {1, 3, 10, 30, 100, 300,
 1000}, lr log-uniform in [3e-6, 1e-4], steps per round in {100, 200, 300, 500, 800}; DAgger(-Buffered)
 lr and steps; pi0.6* its guidance weight w in [1, 2.5] (``RPROConfig.cfg_weight``, used at inference
-only); TPO its beta.
+only); TPO its beta, each of the seven values once (a grid in a seeded order, so ``--trials`` <= 7).
 
 Resuming: the study lives in ``<runs>/<method>_sweep.db`` (SQLite), so the same command continues
 an interrupted sweep and a larger ``--trials`` adds trials. An interrupted trial runs again with
@@ -60,6 +60,17 @@ SPACES = {"rpro": ("beta", "lr", "steps"), "dagger": ("lr", "steps"), "dagger_bu
 LOG_SCALE = {"beta", "lr"}
 SELECTION_RULE = ("the highest success rate on the tuning scenes; ties: fewer steps per round, then the earlier trial "
                   "(test scenes never evaluated)")
+
+
+def grid(method: str) -> dict[str, list] | None:
+    """The whole space of a method whose every searched value is one of a few (TPO: beta): each is
+    tried once, in a seeded order (Optuna's GridSampler), instead of TPE drawing some twice."""
+    return {"beta": list(BETAS)} if SPACES[method] == ("beta",) else None
+
+
+def _sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
+    space = grid(method)
+    return optuna.samplers.TPESampler(seed=seed) if space is None else optuna.samplers.GridSampler(space, seed=seed)
 
 
 def _suggest(trial: Trial, name: str, steps_choices: tuple[int, ...]) -> float | int:
@@ -268,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"unknown task {args.task!r}; valid tasks: {', '.join(sorted(TASKS))}")
     if args.trials < 1 or (args.rollouts is not None and args.rollouts < 1):
         problems.append(f"--trials and --rollouts must be >= 1, got {args.trials} and {args.rollouts}")
+    if (space := grid(args.method)) is not None and args.trials > (size := len(next(iter(space.values())))):
+        problems.append(f"--method {args.method} searches only {space}: at most {size} trials, got {args.trials}")
     try:
         resolve_policy_dir(args.base)
     except FileNotFoundError as e:
@@ -305,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     with SimulatedBench(progress=False) as bench:
         objective = _objective(args, profile, runs, bench)
         while (done := len(_finished(study.get_trials(deepcopy=False)))) < args.trials:
-            study.sampler = optuna.samplers.TPESampler(seed=args.sampler_seed + done)
+            study.sampler = _sampler(args.method, args.sampler_seed + done)
             study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
             write_outputs(study, args, profile, out, command)  # after every trial: a stopped sweep shows its trials
     best = write_outputs(study, args, profile, out, command)

@@ -68,14 +68,14 @@ def test_selection_prefers_the_higher_rate_then_fewer_steps_then_the_earlier_tri
     assert best_trial([failed], profile) is None
 
 
-def _sweep_argv(base, tmp_path, trials, *extra):
-    return ["--task", "usb", "--method", "rpro", "--base", str(base / "sft"), "--trials", str(trials),
+def _sweep_argv(base, tmp_path, trials, *extra, method="rpro"):
+    return ["--task", "usb", "--method", method, "--base", str(base / "sft"), "--trials", str(trials),
             "--profile", "smoke", "--rollouts", "1", "--steps-choices", "2,3", "--workers", "1",
             "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"), *extra]
 
 
-def _rows(tmp_path):
-    with (tmp_path / "out/rpro_trials.csv").open() as f:
+def _rows(tmp_path, method="rpro"):
+    with (tmp_path / f"out/{method}_trials.csv").open() as f:
         return list(csv.DictReader(f))
 
 
@@ -125,6 +125,19 @@ def test_sweep_writes_its_outputs_and_resumes(usb_base, tmp_path):  # noqa: F811
 
     # Other settings into the same study are refused rather than mixed.
     assert sweep_main(_sweep_argv(usb_base, tmp_path, 4, "--seed", "1")) == 2
+
+
+def test_a_sweep_over_a_few_values_tries_each_once_and_refuses_more_trials_than_values(usb_base, tmp_path,  # noqa: F811
+                                                                                     capsys):
+    """TPO searches beta alone: a grid in a seeded order, so no value is drawn twice, a resumed
+    sweep goes on with the values not yet tried, and asking more trials than values is refused."""
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, len(BETAS) + 1, method="tpo")) == 2
+    assert f"at most {len(BETAS)} trials" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, 2, method="tpo")) == 0
+    assert sweep_main(_sweep_argv(usb_base, tmp_path, 3, method="tpo")) == 0
+    betas = [int(r["beta"]) for r in _rows(tmp_path, "tpo")]
+    assert len(betas) == len(set(betas)) == 3 and set(betas) <= set(BETAS)
+    assert "lr" not in _rows(tmp_path, "tpo")[0] and "steps" not in _rows(tmp_path, "tpo")[0]  # beta alone
 
 
 def test_runner_refuses_a_sweep_without_a_scored_trial_before_any_work(tmp_path, capsys, monkeypatch):
