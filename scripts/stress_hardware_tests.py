@@ -24,8 +24,7 @@ from pathlib import Path
 from script_output import provenance, write_result
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TESTS = sorted(str(Path(p).relative_to(REPO)) for p in glob.glob(str(REPO / "tests/test_hardware_*.py"))) + [
-    "tests/test_real_rounds.py"]
+DEFAULT_TESTS = sorted(str(Path(p).relative_to(REPO)) for p in glob.glob(str(REPO / "tests/hardware/test_*.py")))
 BUSY_LOOP = "while True: pass"
 
 

@@ -1,4 +1,3 @@
-import gc
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -8,24 +7,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the gymnasium ids)
 from envs.env import XTrainerEnv
-
-
-@pytest.fixture(autouse=True)
-def _no_full_gc_pause_in_hardware_tests(request):
-    """The hardware tests run the emulated controllers in processes of their own
-    (hardware/emulator_process.py), but the client side (feedback readers, the safety watchdog's
-    100 ms limits) runs here, as it does on the real bench; a full garbage collection over the heap
-    the earlier tests leave (~600k objects) pauses this process for up to ~400 ms
-    (results/perf/gc_pauses.json). Freezing the objects that exist before the test keeps
-    collections short."""
-    if not request.module.__name__.startswith("test_hardware"):
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+from usb_scene import STILL_OPERATOR, USB_ENV_STATE_DIM
 
 
 @pytest.fixture
@@ -57,18 +39,6 @@ def still_policy(tmp_path_factory):
     out = tmp_path_factory.mktemp("still") / "policy"
     policy.save(out)
     return out
-
-
-def _usb_env_state_dim() -> int:
-    env = XTrainerEnv(task="usb", obs_mode="state", privileged_obs=True)
-    try:
-        return env.observation_space["environment_state"].shape[0]
-    finally:
-        env.close()
-
-
-USB_ENV_STATE_DIM = _usb_env_state_dim()  # the USB task's privileged-state width
-STILL_OPERATOR = {"stall_s": 1.5, "margin_steps": (5, 40)}
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import torch
 from baselines import BASELINES
 from baselines.dagger import AGGREGATE
 from baselines.pi06star import DROPOUT, GOOD, NO_INDICATOR, add_indicator
-from conftest import USB_ENV_STATE_DIM
+from usb_scene import USB_ENV_STATE_DIM
 from flowpro.data import ACTION_L, ChunkDataset, PreferenceDataset
 from flowpro.finetune import RPROConfig, collate, frozen_reference, get_method
 from flowpro.losses import pro_loss

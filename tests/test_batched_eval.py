@@ -14,7 +14,7 @@ from envs.geometry import GRIP, arm_slice, geodesic_angle
 from envs.rollout import ExpertPolicy, rollout, rollout_batch
 from envs.tasks.usb import AXIS_TOL_RAD, SEATED_TOL, SOCKET_DEPTH, STALL_PROGRESS_M, STALL_WINDOW_S, UsbTask
 from flowpro.policies import BuiltinConfig, BuiltinVLA
-from conftest import USB_ENV_STATE_DIM
+from usb_scene import USB_ENV_STATE_DIM
 
 SEEDS = [1000, 1001, 1002, 1003, 1004]
 TIME_LIMIT_S = 1.0  # 30 control steps: two re-plans of 15

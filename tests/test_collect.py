@@ -10,7 +10,7 @@ from envs.rollout import ExpertPolicy
 from flowpro.collect import collect, intervention_rollout
 from flowpro.data import ACTION_L, PreferenceDataset
 from flowpro.operator import OracleOperator
-from conftest import STILL_OPERATOR as OPERATOR, USB_ENV_STATE_DIM
+from usb_scene import STILL_OPERATOR as OPERATOR, USB_ENV_STATE_DIM
 from flowpro.policies import BuiltinConfig
 from flowpro.policies.base import ACTION, ACTION_PAD
 from flowpro.tuples import load_pairs

@@ -136,7 +136,7 @@ def test_tuples_demonstrations_and_the_policy_share_one_representation(usb_pairs
 
     import torch
 
-    from conftest import USB_ENV_STATE_DIM
+    from usb_scene import USB_ENV_STATE_DIM
     from flowpro.data import ChunkDataset, PreferenceDataset
     from flowpro.policies import BuiltinConfig, BuiltinVLA
     from flowpro.policies.base import ACTION, ACTION_PAD, OBS_STATE

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_hardware_run import emulated_config  # the emulated bench of the session tests
+from test_run import emulated_config  # the emulated bench of the session tests
 
 from envs.record import record
 from envs.xtrainer import CAMERAS

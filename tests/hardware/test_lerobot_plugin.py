@@ -17,7 +17,7 @@ from hardware.backend import tool_pose_row
 from hardware.emulator import ArmEmulator
 from hardware.emulator_process import EmulatorProcess
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "lerobot_robot_xtrainer"
 # The leader arms stand a little off home: what the follower is asked to reach.
 LEADER_OFFSET = {"left": np.array([0.1, 0.05, -0.1, 0, 0, 0]), "right": np.array([-0.05, 0, 0.05, 0, 0, 0])}

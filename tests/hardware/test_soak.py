@@ -5,7 +5,7 @@ collection on the emulated X-Trainer with a fault every few seconds. The 20-minu
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from soak_real_path import FAULTS, main  # noqa: E402
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from test_hardware_backend import emulated_bench
+from test_backend import emulated_bench
 
 from envs.geometry import ARMS, POS, arm_slice
 from flowpro.collect import intervention_rollout, pair_frames

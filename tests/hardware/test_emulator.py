@@ -24,7 +24,7 @@ from hardware.dobot_client import DobotClient, DobotConfig
 from hardware.emulator import SETTLED_DEG, ArmEmulator, XTrainerEmulator, quaternion_wxyz, tool_vector
 from hardware.emulator_process import EmulatorProcess
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HOME_L = np.array([-90, 0, -90, 0, 90, 90], dtype=float)
 
 
