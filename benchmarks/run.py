@@ -52,6 +52,7 @@ from envs.expert_eval import run_episodes, summarize
 from envs.record import record
 from envs.tasks import TASKS, get_task
 from flowpro.benches import Bench, BenchStopped, open_bench
+from flowpro.collect import ROLLOUTS_PER_PAIR
 from flowpro.train import POLICY_PRESETS, SFTConfig, train_sft
 
 if TYPE_CHECKING:
@@ -129,7 +130,6 @@ PROFILES = {
 NO_EXPERT = "no scripted expert on a real bench"
 # The paper's final USB success rates, base pi0 (docs/method.md §Reported results).
 PAPER_USB = {"rpro": 92, "pi06star": 90, "tpo": 87, "dagger_buffered": 85, "dagger": 80}
-COLLECTION_ROLLOUTS_PER_PAIR = 20  # flowpro.collect.collect ends a round after 20 rollouts per pair asked for
 # The settings round-1 pairs depend on: runs that agree on them share their pairs (RPROConfig.shared_pairs).
 COLLECTION_FIELDS = ("task", "base", "pairs", "seed", "handback", "stall_s", "backend", "robot_config")
 
@@ -147,7 +147,7 @@ def seed_ranges(profile: Profile, seed: int = 0, seeds: int | None = None, round
     ``rounds`` rounds; default the profile's), by name: the demonstrations (the recorder counts up
     from ``seed``; an episode the expert fails takes one seed more), the test and tuning
     evaluations, and each round's collection (``RPROConfig.collection_seed``, at most
-    ``COLLECTION_ROLLOUTS_PER_PAIR`` rollouts per pair)."""
+    ``ROLLOUTS_PER_PAIR`` rollouts per pair)."""
     from flowpro.finetune import RPROConfig
 
     ranges = {"demos": range(seed, seed + profile.demos),
@@ -158,7 +158,7 @@ def seed_ranges(profile: Profile, seed: int = 0, seeds: int | None = None, round
         for k in range(1, (rounds or profile.rounds) + 1):
             first = cfg.collection_seed(k)
             ranges[f"collection (seed {s}, round {k})"] = range(
-                first, first + COLLECTION_ROLLOUTS_PER_PAIR * cfg.pairs_in_round(k))
+                first, first + ROLLOUTS_PER_PAIR * cfg.pairs_in_round(k))
     return ranges
 
 

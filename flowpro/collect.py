@@ -164,6 +164,67 @@ def pair_frames(pair: Pair, task_text: str, round_k: int, pair_id: int) -> list[
     return frames
 
 
+# A session ends after this many rollouts per pair asked for: a policy that no longer fails gives
+# no pairs, and its round would otherwise never end (simulated and real collection alike).
+ROLLOUTS_PER_PAIR = 20
+
+
+def pair_writer(root: str | Path, task: str, round_k: int, image_size: tuple[int, int] | None, env_dim: int,
+                fps: int, split: str, model_fingerprint: str | None = None) -> EpisodeWriter:
+    """The :class:`~envs.dataset.EpisodeWriter` of one round's pairs, named after the task; it refuses
+    a directory holding another dataset (another task, round, split, bench model or image size)."""
+    layout = {"kind": "preference_pairs", "round": round_k, "split": split,
+              **({"model_fingerprint": model_fingerprint} if model_fingerprint else {}),
+              "obs_mode": "rgb" if image_size else "state", "image_size": list(image_size) if image_size else None}
+    return EpisodeWriter(root, f"flowpro/{task_name(task)}_pairs_round{round_k}", task=task, fps=fps,
+                         features=dataset_features(image_size, env_dim, PAIR_COLUMNS), layout=layout)
+
+
+def check_pair_request(pairs: int, round_k: int) -> None:
+    """Refuse a request for no pairs or round 0, before anything is loaded or written."""
+    if pairs < 1 or round_k < 1:
+        raise ValueError(f"need pairs >= 1 and round >= 1, got pairs={pairs}, round={round_k}")
+
+
+class PairRecorder:
+    """One round's pairs on disk as a session adds them, for the simulated and the real collection:
+    where a rerun resumes (the rollout after the last written pair's seed), which pairs are kept
+    (corrected ones, up to ``pairs``), their pictures, and when the session ends."""
+
+    def __init__(self, writer: EpisodeWriter, pairs: int, round_k: int, seed: int | None = None,
+                 max_rollouts: int | None = None):
+        check_pair_request(pairs, round_k)
+        self.writer, self.pairs, self.round_k = writer, pairs, round_k
+        self.done = writer.num_episodes
+        self.base_seed = 10_000 * round_k if seed is None else seed
+        self.next_seed = self.base_seed if self.done == 0 else int(writer.last_value("episode_seed")) + 1
+        self.max_rollouts = ROLLOUTS_PER_PAIR * pairs if max_rollouts is None else max_rollouts
+        self.stats: Counter = Counter()  # rollouts, new_pairs, discarded_* and what the session adds
+
+    @property
+    def full(self) -> bool:
+        return self.done >= self.pairs
+
+    def session_open(self) -> bool:
+        """Pairs are still missing and the session's rollouts are not used up."""
+        return not self.full and self.stats["rollouts"] < self.max_rollouts
+
+    def write(self, pair: Pair, task_text: str) -> bool:
+        """Write ``pair`` as the next episode if it is corrected and pairs are missing; its pictures
+        (if it has any) go to ``<root>/pictures``. Returns whether it was written."""
+        if not pair.corrected:
+            self.stats["discarded_uncorrected"] += 1
+            return False
+        if self.full:
+            return False
+        self.writer.write_episode(pair_frames(pair, task_text, self.round_k, self.done))
+        if pair.pictures:
+            save_rollback_sheet(pair, self.writer.root / "pictures" / f"pair_{self.done:06d}_rollback.png")
+        self.done += 1
+        self.stats["new_pairs"] += 1
+        return True
+
+
 # ---------------------------------------------------------------------------------------------- workers
 _WORKER: dict[str, Any] = {}
 
@@ -187,7 +248,7 @@ def collect(task: str | TaskSpec, policy_dir: str | Path, pairs: int, round_k: i
             operator_kwargs: dict | None = None, progress: bool = True, pictures: int = 2,
             max_rollouts: int | None = None) -> dict:
     """Collect until ``root`` holds ``pairs`` corrected pairs, or ``max_rollouts`` rollouts of
-    this session (default ``20 * pairs``) have run (a policy that no longer fails gives no pairs);
+    this session (default ``ROLLOUTS_PER_PAIR * pairs``) have run (a policy that no longer fails gives no pairs);
     returns a summary of this session. ``task``: a name or a variant (``"usb:clearance_m=0.001"``),
     which the workers receive as its text and the dataset's marker records; the dataset is named
     after the task (``flowpro/usb_pairs_round1``)."""
@@ -196,34 +257,26 @@ def collect(task: str | TaskSpec, policy_dir: str | Path, pairs: int, round_k: i
 
     task = spec_text(task)
     check_split(split)
-    if pairs < 1 or round_k < 1:
-        raise ValueError(f"need pairs >= 1 and round >= 1, got pairs={pairs}, round={round_k}")
+    check_pair_request(pairs, round_k)
     policy_dir = str(resolve_policy_dir(policy_dir))
     config = FlowPolicy.load(policy_dir).config
     image_size = tuple(config.image_size) if config.cameras else None
     operator_kwargs = dict(operator_kwargs or {})
     OracleOperator(get_task(task), **operator_kwargs)  # validate the settings before any rollout
     env_dim, fps, model = _env_spec(task)
-    writer = EpisodeWriter(root, f"flowpro/{task_name(task)}_pairs_round{round_k}", task=task, fps=fps,
-                           features=dataset_features(image_size, env_dim, PAIR_COLUMNS),
-                           layout={"kind": "preference_pairs", "round": round_k, "split": split,
-                                   "model_fingerprint": model, "obs_mode": "rgb" if image_size else "state",
-                                   "image_size": list(image_size) if image_size else None})
-    base_seed = 10_000 * round_k if seed is None else seed
-    done = writer.num_episodes
-    next_seed = base_seed if done == 0 else int(writer.last_value("episode_seed")) + 1
+    recorder = PairRecorder(pair_writer(root, task, round_k, image_size, env_dim, fps, split, model), pairs, round_k,
+                            seed, max_rollouts)
     workers = workers or os.cpu_count() or 1
-    fn = partial(_collect_seed, task, split, policy_dir, operator_kwargs, n_action_steps, base_seed + pictures)
-    stats: Counter = Counter()
-    reasons: Counter = Counter()
-    t0, new_pairs = time.perf_counter(), 0
-    bar = tqdm(total=pairs, initial=min(done, pairs), desc=f"pairs {task} round {round_k}", unit="pair",
+    fn = partial(_collect_seed, task, split, policy_dir, operator_kwargs, n_action_steps,
+                 recorder.base_seed + pictures)
+    stats, reasons = recorder.stats, Counter()
+    t0 = time.perf_counter()
+    bar = tqdm(total=pairs, initial=min(recorder.done, pairs), desc=f"pairs {task} round {round_k}", unit="pair",
                disable=not progress)
-    max_rollouts = 20 * pairs if max_rollouts is None else max_rollouts
     try:
         with worker_pool(workers) as pool:  # one set of workers for the whole session
-            while done < pairs and stats["rollouts"] < max_rollouts:
-                seeds = list(range(next_seed, next_seed + workers))
+            while recorder.session_open():
+                seeds = list(range(recorder.next_seed, recorder.next_seed + workers))
                 for out in pool.map(fn, seeds):
                     s = out["summary"]
                     stats["rollouts"] += 1
@@ -231,19 +284,12 @@ def collect(task: str | TaskSpec, policy_dir: str | Path, pairs: int, round_k: i
                     stats["policy_successes"] += s["outcome"] == "success"
                     reasons.update(s["reasons"])
                     for p in out["pairs"]:
-                        if not p.corrected:
-                            stats["discarded_uncorrected"] += 1
-                            continue
-                        if done >= pairs:
+                        if recorder.write(p, out["task_text"]):
+                            bar.update(1)
+                        elif recorder.full and p.corrected:
                             break
-                        writer.write_episode(pair_frames(p, out["task_text"], round_k, done))
-                        if p.pictures:
-                            save_rollback_sheet(p, Path(root) / "pictures" / f"pair_{done:06d}_rollback.png")
-                        done += 1
-                        new_pairs += 1
-                        bar.update(1)
-                    next_seed = s["seed"] + 1
-                    if done >= pairs:
+                    recorder.next_seed = s["seed"] + 1
+                    if recorder.full:
                         break
                 bar.set_postfix(rollouts=stats["rollouts"],
                                 per_rollout=f"{stats['interventions'] / max(1, stats['rollouts']):.2f}",
@@ -253,7 +299,8 @@ def collect(task: str | TaskSpec, policy_dir: str | Path, pairs: int, round_k: i
     if finished_episodes(root) and not (Path(root) / "pictures" / "pair_000000_bridges.png").exists():
         save_bridge_plot(root, 0, Path(root) / "pictures" / "pair_000000_bridges.png", config.chunk_size)
     elapsed = time.perf_counter() - t0
-    return {"root": str(root), "task": task, "round": round_k, "pairs": done, "new_pairs": new_pairs,
+    new_pairs = stats.pop("new_pairs", 0)
+    return {"root": str(root), "task": task, "round": round_k, "pairs": recorder.done, "new_pairs": new_pairs,
             **dict(stats), "failure_kinds": dict(reasons), "seconds": round(elapsed, 1),
             "pairs_per_min": round(60 * new_pairs / elapsed, 2) if new_pairs else 0.0}
 

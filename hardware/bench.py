@@ -70,10 +70,11 @@ class RealBench:
             args.root, "pairs", faults=(HardwareError,))
 
     def collect(self, cfg: RPROConfig, policy_dir: str | Path, round_k: int, root: Path) -> dict:
+        from flowpro.collect import ROLLOUTS_PER_PAIR
         from hardware.run import collect_real
 
         pairs = cfg.pairs_in_round(round_k)
-        max_rollouts = 20 * pairs  # as in simulation: a policy that no longer fails gives no pairs
+        max_rollouts = ROLLOUTS_PER_PAIR * pairs  # as in simulation (flowpro.collect)
         with self._faults():
             out = collect_real(self.robot, policy_dir, pairs, round_k, root, task=cfg.task,
                                seed=cfg.collection_seed(round_k), teleop=self.teleop, max_rollouts=max_rollouts,

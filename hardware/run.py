@@ -14,8 +14,8 @@ from the robot configuration file, :mod:`hardware.config`):
   already in ``--out``.
 - **collect**: :func:`flowpro.collect.intervention_rollout` with :class:`hardware.human_operator.HumanOperator`
   (keys to intervene and choose the rollback, the leader arms for the correction); each corrected
-  pair is written with :class:`envs.dataset.EpisodeWriter` + :func:`flowpro.collect.pair_frames` +
-  ``PAIR_COLUMNS``, like a simulated pair, and the command resumes after the last written pair.
+  pair is written by :class:`flowpro.collect.PairRecorder`, as a simulated pair is, and the
+  command resumes after the last written pair.
   One difference: the real bench observes no object poses, and LeRobot cannot store a 0-wide
   feature, so ``observation.environment_state`` is a 1-wide zero placeholder (:data:`REAL_ENV_STATE_DIM`).
 
@@ -38,7 +38,6 @@ import json
 import shlex
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -49,12 +48,13 @@ import numpy as np
 
 import envs  # noqa: F401  (headless rendering before mujoco loads)
 from envs.cli import EXIT_INTERRUPTED, run_command
-from envs.dataset import EpisodeWriter, dataset_features, finished_episodes
+from envs.dataset import finished_episodes
 from envs.rollout import StepRecord, rollout
 from envs.summary import summarize
 from envs.tasks import TaskSpec, get_task
 from envs.xtrainer import CAMERAS
-from flowpro.collect import PAIR_COLUMNS, Pair, RolloutProgress, intervention_rollout, pair_frames, save_rollback_sheet
+from flowpro.collect import (Pair, PairRecorder, RolloutProgress, check_pair_request, intervention_rollout,
+                             pair_writer)
 from flowpro.rollout import PolicyRunner, resolve_policy_dir
 from hardware.backend import RealXTrainer
 from hardware.config import RobotConfig, load_robot_config, make_backend, make_leader
@@ -262,17 +262,6 @@ def real_pair(pair: Pair) -> Pair:
     return Pair(pair.seed, pair.intervention, steps(pair.loser), steps(pair.winner), pair.corrected, pair.pictures)
 
 
-def pair_writer(root: str | Path, task: str, round_k: int, image_size: tuple[int, int] | None,
-                fps: int) -> EpisodeWriter:
-    """The :class:`envs.dataset.EpisodeWriter` of a real round's pairs (refuses a simulated dataset)."""
-
-    return EpisodeWriter(root, f"flowpro/{task}_pairs_round{round_k}", task=task, fps=fps,
-                         features=dataset_features(image_size, REAL_ENV_STATE_DIM, PAIR_COLUMNS),
-                         layout={"kind": "preference_pairs", "round": round_k, "split": REAL_SPLIT,
-                                 "obs_mode": "rgb" if image_size else "state",
-                                 "image_size": list(image_size) if image_size else None})
-
-
 def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: int, root: str | Path, *,
                  task: str | None = None, seed: int | None = None, n_action_steps: int | None = None,
                  time_limit_s: float | None = None, keys: KeySource | None = None,
@@ -281,11 +270,10 @@ def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: in
                  max_rollouts: int | None = None, backend: RealXTrainer | None = None,
                  start_timeout_s: float | None = None, log: Log = _stderr) -> dict:
     """Human-operator intervention-and-rollback collection until ``root`` holds ``pairs`` corrected
-    pairs (resumable), the operator ends the session, or ``max_rollouts`` (default ``20 * pairs``)
-    rollouts have run; returns a summary of this session."""
+    pairs (resumable), the operator ends the session, or ``max_rollouts`` (default
+    ``ROLLOUTS_PER_PAIR * pairs``) rollouts have run; returns a summary of this session."""
 
-    if pairs < 1 or round_k < 1:
-        raise ValueError(f"need pairs >= 1 and round >= 1, got pairs={pairs}, round={round_k}")
+    check_pair_request(pairs, round_k)
     policy_dir, flow_policy = load_policy(policy)
     c = flow_policy.config
     check_policy(c, robot)
@@ -294,36 +282,27 @@ def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: in
         raise ValueError(f"pairs record all three cameras or none; {robot.path or 'the robot config'} configures "
                          f"{sorted(robot.cameras)} (add the others or set \"cameras\" to null)")
     image_size = tuple(c.image_size) if robot.cameras else None
-    writer = pair_writer(root, task, round_k, image_size, round(robot.control_hz))
-    done = writer.num_episodes
-    base_seed = 10_000 * round_k if seed is None else seed
-    next_seed = base_seed if done == 0 else int(writer.last_value("episode_seed")) + 1
-    if done >= pairs:
-        return {"root": str(root), "task": task, "round": round_k, "pairs": done, "new_pairs": 0}
+    recorder = PairRecorder(pair_writer(root, task, round_k, image_size, REAL_ENV_STATE_DIM, round(robot.control_hz),
+                                        REAL_SPLIT), pairs, round_k, seed, max_rollouts)
+    if recorder.full:
+        return {"root": str(root), "task": task, "round": round_k, "pairs": recorder.done, "new_pairs": 0}
     frames_dir = Path(root).with_name(Path(root).name + "_rollback_frames")  # not inside the dataset
     operator_config = replace(operator_config or HumanOperatorConfig(), frames_dir=str(frames_dir))
     own_teleop = teleop is None
     teleop = teleop if teleop is not None else make_leader(robot)
-    stats: Counter = Counter()
-    t0, max_rollouts = time.perf_counter(), max_rollouts or 20 * pairs
+    stats, t0 = recorder.stats, time.perf_counter()
 
     def write_pairs(found: list[Pair], task_text: str) -> int:
         """Write the corrected pairs among ``found`` (up to ``pairs`` in all); returns how many."""
-        nonlocal done
         written = 0
         for p in found:
-            if done >= pairs:
+            if recorder.full:
                 break
-            if not p.corrected or not p.loser:
-                stats["discarded_uncorrected" if not p.corrected else "discarded_empty"] += 1
-                continue
-            writer.write_episode(pair_frames(real_pair(p), task_text, round_k, done))
-            if p.pictures:
-                save_rollback_sheet(p, Path(root) / "pictures" / f"pair_{done:06d}_rollback.png")
-            done += 1
-            written += 1
-            stats["new_pairs"] += 1
-            log(f"[session] pair {done}/{pairs} written to {root}")
+            if p.corrected and not p.loser:  # the rollback returned to the rollout's first step
+                stats["discarded_empty"] += 1
+            elif recorder.write(real_pair(p), task_text):
+                written += 1
+                log(f"[session] pair {recorder.done}/{pairs} written to {root}")
         return written
 
     def flush(progress: RolloutProgress, seed: int, task_text: str, fault: str) -> str:
@@ -340,21 +319,22 @@ def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: in
             side.write_episode(frames)
         where = interrupted_dir(root)
         append_jsonl(where / "log.jsonl", {
-            "seed": seed, "round": round_k, "fault": fault, "pairs_written": written, "pairs_in_root": done,
+            "seed": seed, "round": round_k, "fault": fault, "pairs_written": written, "pairs_in_root": recorder.done,
             "frames": len(frames), "frames_l": len(loser), "frames_w": len(winner),
             "rollback_index": iv.rollback_index if iv is not None else None,
             "episode": episode, "when": time.strftime("%Y-%m-%dT%H:%M:%S")})
         kept = (f"its {len(frames)} unpaired frames ({len(loser)} tau^l + {len(winner)} correction) are episode "
                 f"{episode} of {where / 'frames'}") if frames else "it had no unpaired frames"
         return (f"rollout {seed} was interrupted: {written} finished pair(s) of it written to {root} "
-                f"({done} in all); {kept}; the fault is logged in {where / 'log.jsonl'}")
+                f"({recorder.done} in all); {kept}; the fault is logged in {where / 'log.jsonl'}")
 
     try:
         time_limit_s = _time_limit(time_limit_s, robot, task)
         with bench_session(robot, image_size, task, time_limit_s, keys, backend) as (bench, human):
             operator = HumanOperator(teleop, human, operator_config, log=log)
-            while done < pairs and stats["rollouts"] < max_rollouts:
-                if not wait_for_start(bench, human, f"rollout {next_seed} (pairs {done}/{pairs})",
+            while recorder.session_open():
+                next_seed = recorder.next_seed
+                if not wait_for_start(bench, human, f"rollout {next_seed} (pairs {recorder.done}/{pairs})",
                                       timeout_s=start_timeout_s, log=log):
                     break
                 progress = RolloutProgress()
@@ -363,14 +343,14 @@ def collect_real(robot: RobotConfig, policy: str | Path, pairs: int, round_k: in
                     found, summary = intervention_rollout(
                         bench, PolicyRunner(flow_policy, next_seed), operator, seed=next_seed, split=REAL_SPLIT,
                         n_action_steps=n_action_steps or c.n_action_steps, max_interventions=max_interventions,
-                        correction_limit_s=correction_limit_s, pictures="top" in robot.cameras and done < pictures,
+                        correction_limit_s=correction_limit_s, pictures="top" in robot.cameras and recorder.done < pictures,
                         progress=progress)
                 bench.pause()
                 stats["rollouts"] += 1
                 stats["interventions"] += summary["interventions"]
                 stats[f"outcome_{summary['outcome']}"] += 1
                 write_pairs(found, bench.task_description)
-                next_seed += 1
+                recorder.next_seed = next_seed + 1
     finally:
         if own_teleop:
             teleop.close()
