@@ -43,6 +43,19 @@ class IKReport:
         return dict(self.__dict__)
 
 
+# What a step without an IK solve reports (a reset; joint-space actions): no target, so nothing
+# missed. It has the keys and types of a solve's report, so a step's info keeps one schema from
+# reset on: gymnasium's vector envs batch info key by key and fail on a None where a dict was, and
+# its env checker compares infos with ==, which a NaN would fail.
+UNSOLVED = IKReport(pos_err_m=0.0, rot_err_rad=0.0, reachable=True, clamped_to_safety_box=False,
+                    joint_step_clamped=False)
+
+
+def ik_info(reports: dict[str, IKReport] | None) -> dict[str, dict]:
+    """``info["ik"]``: each arm's report as a dict, :data:`UNSOLVED` where no IK ran."""
+    return {arm: (UNSOLVED if reports is None else reports[arm]).as_dict() for arm in ARMS}
+
+
 def clamp_to_safety_box(cfg: BenchConfig, arm: str, pos_world: np.ndarray,
                         base_pose: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, bool]:
     """Clamp a world-frame tool target into the arm's safety box; returns (position, clamped).

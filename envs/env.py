@@ -20,7 +20,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.control import IKController
+from envs.control import IKController, ik_info
 from envs.geometry import (
     ACTION_DIM,
     ARM_DIM,
@@ -271,12 +271,14 @@ class XTrainerEnv(gym.Env):
             "task": self.task_description,
             "stage": self.task.stage(self.data, py["memo"], view),
             "is_success": py["first_success_s"] is not None,
-            "completion_time_s": py["first_success_s"],
             "failures": list(py["failures_now"]),
             "terminal_failure": next((k for k in py["failures_now"] if k in self.task.terminal_failures), None),
             "failures_seen": list(py["failures_seen"]),
             "time_s": self.time_s,
-            "ik": None if ik is None else {a: r.as_dict() for a, r in ik.items()},
+            "ik": ik_info(ik),
+            # once the task has succeeded: a key that is there or not, never None, so its type is
+            # one (gymnasium's vector envs mask the envs without it; envs.rollout reads it on success)
+            **({} if py["first_success_s"] is None else {"completion_time_s": py["first_success_s"]}),
         }
 
     # ------------------------------------------------------------------ observations

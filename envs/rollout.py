@@ -38,7 +38,8 @@ class Backend(Protocol):
 
     def act(self, action: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """Execute one control step; returns (observation, info) with at least ``is_success``,
-        ``completion_time_s``, ``failures``, ``terminal_failure`` (a kind or None) and ``time_s``."""
+        ``failures``, ``terminal_failure`` (a kind or None), ``time_s``, and ``completion_time_s``
+        once ``is_success`` (absent before: every key keeps one type, for gymnasium's vector envs)."""
         ...
 
     def close(self) -> None: ...
@@ -143,7 +144,8 @@ class _Episode:
     def result(self) -> EpisodeResult:
         info = self.info
         return EpisodeResult(seed=self.seed, success=bool(info["is_success"]) and not self.error,
-                             completion_time_s=None if self.error else info["completion_time_s"],
+                             completion_time_s=None if self.error or not info["is_success"]
+                             else info["completion_time_s"],
                              steps=self.steps, time_s=info["time_s"], failures_seen=list(info.get("failures_seen", [])),
                              terminated_by=self.ended_by or "time_limit", stages_seen=self.stages,
                              initial_state=self.initial_state, trajectory=self.trajectory)

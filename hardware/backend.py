@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.control import MAX_JOINT_STEP_RAD, IKController
+from envs.control import MAX_JOINT_STEP_RAD, IKController, ik_info
 from envs.geometry import (
     ACTION_DIM,
     ARMS,
@@ -396,12 +396,12 @@ class RealXTrainer:
         return {
             "task": self.task_description,
             "is_success": self._success_s is not None,
-            "completion_time_s": self._success_s,
             "failures": list(self._failures),
             "terminal_failure": self._failures[-1] if self._failures else None,
             "failures_seen": list(dict.fromkeys(self._failures)),
             "time_s": self.time_s,
-            "ik": None if ik is None else {arm: r.as_dict() for arm, r in ik.items()},
+            "ik": ik_info(ik),
+            **({} if self._success_s is None else {"completion_time_s": self._success_s}),  # as envs.env
         }
 
 

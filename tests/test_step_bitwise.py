@@ -27,6 +27,7 @@ import mujoco
 import numpy as np
 import pytest
 
+from envs.control import ik_info
 from envs.env import XTrainerEnv
 from envs.geometry import ARMS, GRIP, POS, ROT6, arm_slice
 
@@ -57,9 +58,23 @@ def _feed(h, obj) -> None:
         h.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
+RECORDED_INFO_KEYS = ("task", "stage", "is_success", "completion_time_s", "failures", "terminal_failure",
+                      "failures_seen", "time_s", "ik")
+
+
+def _as_recorded(info: dict) -> dict:
+    """``info`` in the form the digests were recorded in: ``completion_time_s`` None before success
+    and ``ik`` None where no IK ran, in the order of then. Issue 17 gave info one schema from reset
+    on (the key absent until success, an unsolved report), which changes no value."""
+    assert set(info) <= set(RECORDED_INFO_KEYS), f"info has new keys {set(info) - set(RECORDED_INFO_KEYS)}"
+    old = {**info, "completion_time_s": info.get("completion_time_s"),
+           "ik": None if info["ik"] == ik_info(None) else info["ik"]}
+    return {k: old[k] for k in RECORDED_INFO_KEYS}
+
+
 def _step_digest(env: XTrainerEnv, out) -> str:
     h = hashlib.sha256()
-    _feed(h, out)
+    _feed(h, (*out[:-1], _as_recorded(out[-1])))
     snap = env.snapshot()
     h.update(snap.physics.tobytes())
     _feed(h, pickle.loads(snap.python))  # its values: pickle's bytes also encode object identity
