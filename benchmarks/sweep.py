@@ -68,9 +68,14 @@ def grid(method: str) -> dict[str, list] | None:
     return {"beta": list(BETAS)} if SPACES[method] == ("beta",) else None
 
 
-def _sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
+def sampler(method: str, sampler_seed: int, done: int) -> optuna.samplers.BaseSampler:
+    """The sampler of the trial after ``done`` finished ones. TPE is seeded with ``sampler_seed + done``,
+    so a resumed sweep proposes what an uninterrupted one would have; a grid keeps ``sampler_seed``,
+    since its seed orders the grid and each trial takes a point no finished trial has."""
     space = grid(method)
-    return optuna.samplers.TPESampler(seed=seed) if space is None else optuna.samplers.GridSampler(space, seed=seed)
+    if space is None:
+        return optuna.samplers.TPESampler(seed=sampler_seed + done)
+    return optuna.samplers.GridSampler(space, seed=sampler_seed)
 
 
 def _suggest(trial: Trial, name: str, steps_choices: tuple[int, ...]) -> float | int:
@@ -318,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     with SimulatedBench(progress=False) as bench:
         objective = _objective(args, profile, runs, bench)
         while (done := len(_finished(study.get_trials(deepcopy=False)))) < args.trials:
-            study.sampler = _sampler(args.method, args.sampler_seed + done)
+            study.sampler = sampler(args.method, args.sampler_seed, done)
             study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
             write_outputs(study, args, profile, out, command)  # after every trial: a stopped sweep shows its trials
     best = write_outputs(study, args, profile, out, command)

@@ -140,6 +140,17 @@ def test_a_sweep_over_a_few_values_tries_each_once_and_refuses_more_trials_than_
     assert "lr" not in _rows(tmp_path, "tpo")[0] and "steps" not in _rows(tmp_path, "tpo")[0]  # beta alone
 
 
+def test_a_grid_sweep_resumed_after_every_trial_tries_each_value_once():
+    """The runner's loop: a fresh sampler for every trial (as after a resume) over one study."""
+    from benchmarks.sweep import grid, sampler
+
+    study = optuna.create_study(direction="maximize")
+    for done in range(len(BETAS)):
+        study.sampler = sampler("tpo", 0, done)
+        study.optimize(lambda t: float(t.suggest_categorical("beta", BETAS)), n_trials=1)
+    assert sorted(t.params["beta"] for t in study.trials) == sorted(BETAS) == sorted(grid("tpo")["beta"])
+
+
 def test_runner_refuses_a_sweep_without_a_scored_trial_before_any_work(tmp_path, capsys, monkeypatch):
     import benchmarks.run as runner
 
